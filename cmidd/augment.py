@@ -1,0 +1,121 @@
+"""Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021), with explicit generators.
+
+As in the DSA reference ("S" mode), each call picks one operation group at random and applies it
+with per-sample parameters. Parameters are drawn first (``draw``) on a CPU generator, then applied
+(``apply``) to any number of batches: applying one draw to a real and a synthetic batch gives the
+siamese augmentation (sample i of each batch gets the same parameters), and the result does not
+depend on the device.
+"""
+import math
+
+import torch
+import torch.nn.functional as F
+
+OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
+
+
+class DSA:
+    def __init__(self, strategy=OPS, scale=1.2, rotate=15.0, flip=0.5, brightness=1.0,
+                 saturation=2.0, contrast=0.5, crop_pad=0.125, cutout=0.5):
+        unknown = set(strategy) - set(OPS)
+        if unknown or not strategy:
+            raise ValueError(f"augment.strategy={list(strategy)} must be a non-empty subset of {list(OPS)}")
+        self.strategy = tuple(strategy)
+        self.ratio = dict(scale=scale, rotate=rotate, flip=flip, brightness=brightness,
+                          saturation=saturation, contrast=contrast, crop_pad=crop_pad, cutout=cutout)
+
+    def draw(self, n: int, size: tuple, generator: torch.Generator) -> dict:
+        """Parameters for up to ``n`` samples of spatial ``size`` (H, W)."""
+        op = self.strategy[torch.randint(len(self.strategy), (1,), generator=generator).item()]
+        u = lambda *shape: torch.rand(n, *shape, generator=generator)  # noqa: E731
+        r, (h, w) = self.ratio, size
+        if op == "color":
+            return dict(op=op, brightness=(u() - 0.5) * r["brightness"],
+                        saturation=u() * r["saturation"], contrast=u() + r["contrast"])
+        if op == "crop":
+            sh, sw = int(h * r["crop_pad"] + 0.5), int(w * r["crop_pad"] + 0.5)
+            return dict(op=op, dy=torch.randint(-sh, sh + 1, (n,), generator=generator),
+                        dx=torch.randint(-sw, sw + 1, (n,), generator=generator))
+        if op == "cutout":
+            ch, cw = int(h * r["cutout"] + 0.5), int(w * r["cutout"] + 0.5)
+            return dict(op=op, size=(ch, cw),
+                        cy=torch.randint(0, h + (1 - ch % 2), (n,), generator=generator),
+                        cx=torch.randint(0, w + (1 - cw % 2), (n,), generator=generator))
+        if op == "flip":
+            return dict(op=op, flip=u() < r["flip"])
+        if op == "scale":
+            lo = 1.0 / r["scale"]
+            return dict(op=op, sx=u() * (r["scale"] - lo) + lo, sy=u() * (r["scale"] - lo) + lo)
+        angle = (u() - 0.5) * 2 * r["rotate"] / 180 * math.pi
+        return dict(op=op, angle=angle)
+
+    def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        n = x.shape[0]
+        p = {k: v[:n].to(x.device) if torch.is_tensor(v) else v for k, v in params.items()}
+        return getattr(self, "_" + p["op"])(x, p).contiguous()
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(x, self.draw(x.shape[0], x.shape[-2:], generator))
+
+    @staticmethod
+    def _color(x, p):
+        view = (-1, 1, 1, 1)
+        x = x + p["brightness"].view(view)
+        mean = x.mean(dim=1, keepdim=True)
+        x = (x - mean) * p["saturation"].view(view) + mean
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) * p["contrast"].view(view) + mean
+
+    @staticmethod
+    def _crop(x, p):
+        # Translation with zero fill: read from a 1-pixel zero-padded copy, clamping indices.
+        n, _, h, w = x.shape
+        rows = (torch.arange(h, device=x.device) + p["dy"].view(-1, 1) + 1).clamp(0, h + 1)
+        cols = (torch.arange(w, device=x.device) + p["dx"].view(-1, 1) + 1).clamp(0, w + 1)
+        padded = F.pad(x, (1, 1, 1, 1))
+        batch = torch.arange(n, device=x.device).view(-1, 1, 1)
+        return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+    @staticmethod
+    def _cutout(x, p):
+        (ch, cw), (h, w) = p["size"], x.shape[-2:]
+        top, left = (p["cy"] - ch // 2).view(-1, 1), (p["cx"] - cw // 2).view(-1, 1)
+        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+        inside_r = (rows >= top) & (rows < top + ch)
+        inside_c = (cols >= left) & (cols < left + cw)
+        mask = ~(inside_r[:, :, None] & inside_c[:, None, :])
+        return x * mask.unsqueeze(1).to(x.dtype)
+
+    @staticmethod
+    def _flip(x, p):
+        return torch.where(p["flip"].view(-1, 1, 1, 1), x.flip(3), x)
+
+    @staticmethod
+    def _affine(x, theta):
+        grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=True)
+        return F.grid_sample(x, grid, align_corners=True)
+
+    def _scale(self, x, p):
+        zero = torch.zeros_like(p["sx"])
+        theta = torch.stack([torch.stack([p["sx"], zero, zero], 1),
+                             torch.stack([zero, p["sy"], zero], 1)], 1)
+        return self._affine(x, theta)
+
+    def _rotate(self, x, p):
+        a, zero = p["angle"], torch.zeros_like(p["angle"])
+        theta = torch.stack([torch.stack([a.cos(), -a.sin(), zero], 1),
+                             torch.stack([a.sin(), a.cos(), zero], 1)], 1)
+        return self._affine(x, theta)
+
+
+class NoAugment:
+    """Identity with DSA's interface, for ``augment=none``."""
+
+    def draw(self, n, size, generator):
+        return {}
+
+    def apply(self, x, params):
+        return x
+
+    def __call__(self, x, generator):
+        return x

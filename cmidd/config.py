@@ -1,0 +1,29 @@
+"""OmegaConf resolvers used by the config files; registered when ``cmidd`` is imported."""
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def paper_table(path: str, *keys, _root_):
+    """``${paper_table:method.cmi_weights,${proxy.name},${dataset.benchmark},${ipc}}``: the entry
+    of a hyper-parameter table in the config; a missing entry is an error, never a default."""
+    node = OmegaConf.select(_root_, path)
+    if node is None:
+        raise KeyError(f"no table {path} in the config")
+    for depth, key in enumerate(keys):
+        candidates = [key, str(key)] + ([int(key)] if str(key).isdigit() else [])
+        found = next((k for k in candidates if k in node), None)
+        if found is None:
+            where = ", ".join(f"{k}" for k in keys[:depth + 1])
+            raise KeyError(f"{path} has no entry for [{where}]: set the value explicitly on the "
+                           f"command line (e.g. cmi.weight=...) or add the entry to the table")
+        node = node[found]
+    return node
+
+
+def register() -> None:
+    resolvers = {"paper_table": paper_table,
+                 "project_root": lambda: str(Path(__file__).resolve().parents[1])}
+    for name, fn in resolvers.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

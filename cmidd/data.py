@@ -1,0 +1,136 @@
+"""Real datasets, loaded once into per-class tensors on the run's device.
+
+Every loader returns a ``RealData``: normalized training images split by class, the normalized
+test set, and the normalization statistics. Which torchvision dataset class to read is the
+config's ``_target_``; this module only turns a dataset into tensors.
+"""
+import os
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+
+@dataclass
+class RealData:
+    name: str
+    train: list          # per class: float tensor [n_c, C, H, W], normalized, on the device
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: tuple
+    std: tuple
+    class_names: list
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train)
+
+    @property
+    def shape(self) -> tuple:
+        """(C, H, W) of one image."""
+        return tuple(self.train[0].shape[1:])
+
+    @property
+    def meta(self) -> dict:
+        """What a proxy or a saved synthetic set must agree with."""
+        c, h, _ = self.shape
+        return {"dataset": self.name, "num_classes": self.num_classes, "channels": c,
+                "image_size": h, "mean": [round(m, 6) for m in self.mean],
+                "std": [round(s, 6) for s in self.std]}
+
+    def sample(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
+        """``n`` distinct random images of one class (all of them if the class has fewer)."""
+        images = self.train[label]
+        index = torch.randperm(len(images), generator=generator)[:n]
+        return images[index.to(images.device)]
+
+    def train_tensors(self) -> tuple:
+        images = torch.cat(self.train)
+        labels = torch.cat([torch.full((len(x),), c, device=x.device) for c, x in enumerate(self.train)])
+        return images, labels
+
+
+def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    view = (1, -1, 1, 1)
+    return (images - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
+
+
+def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, class_names=None):
+    """Build a RealData from float images in [0, 1]; mean/std default to the training set's."""
+    if mean is None or std is None:
+        mean = train_x.mean(dim=(0, 2, 3)).tolist()
+        std = train_x.std(dim=(0, 2, 3)).tolist()
+    mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
+    train_x = _normalize(train_x, mean, std)
+    classes = int(train_y.max()) + 1
+    train = [train_x[train_y == c].to(device) for c in range(classes)]
+    return RealData(name=name, train=train, test_images=_normalize(test_x, mean, std).to(device),
+                    test_labels=test_y.long().to(device), mean=mean, std=std,
+                    class_names=list(class_names or range(classes)))
+
+
+def _to_tensors(dataset) -> tuple:
+    """Stack a dataset of (uint8 tensor image, label) items into float images in [0, 1]."""
+    loader = DataLoader(dataset, batch_size=1000, num_workers=min(2, os.cpu_count() or 1))
+    xs, ys = zip(*loader)
+    return torch.cat(xs).float().div_(255), torch.cat(ys).long()
+
+
+def load_torchvision(name: str, train, test, device, mean=None, std=None) -> RealData:
+    """``train``/``test`` are torchvision datasets (built from config) yielding uint8 tensors."""
+    train_x, train_y = _to_tensors(train)
+    test_x, test_y = _to_tensors(test)
+    return from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device,
+                        getattr(train, "classes", None))
+
+
+def load_digits(name: str, device, test_fraction: float = 0.3, split_seed: int = 0,
+                mean=None, std=None) -> RealData:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images), with a fixed stratified split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = sklearn_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target)
+    index = torch.arange(len(labels))
+    train_i, test_i = train_test_split(index.numpy(), test_size=test_fraction,
+                                       random_state=split_seed, stratify=labels.numpy())
+    return from_tensors(name, images[train_i], labels[train_i], images[test_i], labels[test_i],
+                        mean, std, device, [str(c) for c in bunch.target_names])
+
+
+def unpack_once(archive: str, target: str) -> Path:
+    """Unpack ``archive`` into ``target`` unless done before; atomic, so an interrupted unpack
+    is redone rather than used half-finished."""
+    target = Path(target).expanduser()
+    if target.is_dir():
+        return target
+    archive = Path(archive).expanduser()
+    if not archive.is_file():
+        raise FileNotFoundError(f"dataset archive {archive} does not exist")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(staging, filter="data")
+    try:
+        staging.rename(target)
+    except OSError:  # another process finished first
+        if not target.is_dir():
+            raise
+    return target
+
+
+def load_imagefolder(name: str, root: str, device, archive: str = None, mean=None,
+                     std=None) -> RealData:
+    """``root/train`` and ``root/test`` in ImageFolder layout (TinyImageNet, custom data); with
+    ``archive``, ``root`` is first unpacked from it (once)."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import PILToTensor
+
+    root = unpack_once(archive, root) if archive else Path(root).expanduser()
+    splits = [ImageFolder(str(root / split), transform=PILToTensor()) for split in ("train", "test")]
+    return load_torchvision(name, *splits, device=device, mean=mean, std=std)

@@ -1,0 +1,24 @@
+"""The interface every base distillation method implements.
+
+A method is built from config (``method.algorithm``, a partial) with the runtime values
+``real`` (RealData), ``seed`` and ``device``. The distillation loop owns the synthetic set, its
+optimizer and the CMI term; a method only says what its distillation loss is:
+
+    for loss in method.losses(synthetic, iteration):
+        ...  # the loop adds weight * CMI to the first loss, backpropagates, steps the optimizer
+
+``losses`` yields one loss per synthetic-set update of the iteration: DM yields one; bi-level
+methods (DC/DSA) yield one per outer step and train their network between yields, after the loop
+has applied the update. ``multi_formulation`` is True for methods whose stored images decode
+into several training images (IDC, IDM), which keeps CMI meaningful at IPC=1.
+"""
+from typing import Iterator, Protocol
+
+import torch
+
+
+class Method(Protocol):
+    multi_formulation: bool
+
+    def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
+        ...

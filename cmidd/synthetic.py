@@ -1,0 +1,61 @@
+"""The synthetic set: learnable images with fixed labels, saved as ``synthetic.pt``."""
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.utils import save_image
+
+
+class SyntheticSet(nn.Module):
+    """``images`` [N, C, H, W] live in the dataset's normalized space; ``factor`` > 1 marks a
+    multi-formulation set (IDC/IDM), whose stored images each decode into factor^2 images."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, factor: int = 1):
+        super().__init__()
+        self.images = nn.Parameter(images.detach().clone())
+        self.register_buffer("labels", labels.detach().clone().long())
+        self.mean, self.std, self.factor = tuple(mean), tuple(std), int(factor)
+
+    @classmethod
+    def from_real(cls, real, ipc: int, generator: torch.Generator, init: str = "real"):
+        """``ipc`` images per class, from distinct random real images or Gaussian noise."""
+        if init not in ("real", "noise"):
+            raise ValueError(f"method.init={init!r} is not one of real, noise")
+        if init == "real":
+            images = torch.cat([real.sample(c, ipc, generator) for c in range(real.num_classes)])
+        else:
+            images = torch.randn(real.num_classes * ipc, *real.shape, generator=generator)
+        labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+        device = real.test_images.device
+        return cls(images.to(device), labels.to(device), real.mean, real.std)
+
+    def decoded(self) -> tuple:
+        """The training images and their labels (the stored ones when factor is 1)."""
+        return self.images, self.labels
+
+    def by_class(self, label: int) -> torch.Tensor:
+        return self.images[self.labels == label]
+
+    def denormalized(self) -> torch.Tensor:
+        view = (1, -1, 1, 1)
+        mean = torch.tensor(self.mean, device=self.images.device).view(view)
+        std = torch.tensor(self.std, device=self.images.device).view(view)
+        return (self.images.detach() * std + mean).clamp(0, 1)
+
+    def state(self) -> dict:
+        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
+                "mean": list(self.mean), "std": list(self.std), "factor": self.factor}
+
+    def save(self, path: Path) -> None:
+        torch.save(self.state(), path)
+
+    def save_grid(self, path: Path) -> None:
+        """One row per class, de-normalized."""
+        ipc = int((self.labels == self.labels[0]).sum())
+        save_image(self.denormalized().cpu(), path, nrow=ipc, padding=1)
+
+    @classmethod
+    def load(cls, path, device="cpu"):
+        state = torch.load(path, map_location=device, weights_only=True)
+        return cls(state["images"], state["labels"], state["mean"], state["std"],
+                   state.get("factor", 1))

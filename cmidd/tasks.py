@@ -1,0 +1,109 @@
+"""The launcher's tasks (``task=distill|pretrain``): build components from config and run."""
+import logging
+import warnings
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .cmi import CMITerm
+from .distill import Distillation, write_json
+from .proxy import PoolError, build_pool, load_pool, pool_dir, random_pool
+from .runtime import generator, resolve_device, seed_everything
+from .synthetic import SyntheticSet
+
+log = logging.getLogger(__name__)
+
+
+def _pool_location(cfg: DictConfig, real) -> tuple:
+    net_config = OmegaConf.to_container(cfg.proxy.net, resolve=True)
+    recipe = OmegaConf.to_container(cfg.proxy.recipe, resolve=True)
+    directory = pool_dir(Path(cfg.cache_dir) / "proxies", real.name, cfg.proxy.name, net_config,
+                         recipe, cfg.proxy.seed)
+    return directory, net_config, recipe
+
+
+def _rebuild_command(cfg: DictConfig) -> str:
+    """The exact ``task=pretrain`` command for this run's pool, from the run's own overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside a Hydra app (tests, notebooks)
+        overrides = [f"dataset={cfg.dataset.name}", f"proxy={cfg.proxy.name}"]
+    keep = ("dataset", "proxy", "experiment", "cache_dir", "data_root")
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in keep]
+    return " ".join(["python launch.py task=pretrain", *kept, f"proxy.pool_size={cfg.proxy.pool_size}"])
+
+
+def build_proxy_pool(cfg: DictConfig, real, device):
+    """The run's proxy pool: untrained nets for ``cmi.pretrained=false``, else the cached
+    pre-trained pool, built first when missing if ``proxy.build_if_missing``."""
+    make_net = instantiate(cfg.proxy.net)
+    if not cfg.cmi.pretrained:
+        return random_pool(make_net, cfg.proxy.pool_size, real, cfg.proxy.seed, device)
+    directory, net_config, recipe = _pool_location(cfg, real)
+    if cfg.proxy.build_if_missing:
+        build_pool(directory, make_net, cfg.proxy.pool_size, real, recipe, cfg.proxy.seed, device,
+                   net_config)
+    return load_pool(directory, make_net, cfg.proxy.pool_size, real, device, _rebuild_command(cfg))
+
+
+def load_real(cfg: DictConfig, device):
+    log.info("loading dataset %s", cfg.dataset.name)
+    return instantiate(cfg.dataset.loader, device=device)
+
+
+def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    real = load_real(cfg, device)
+    weight = float(cfg.cmi.weight)
+    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
+    if weight > 0 and cfg.ipc == 1 and not method.multi_formulation:
+        warnings.warn(f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
+                      "one image, so it is its own centroid and the CMI term is identically 0")
+    try:
+        pool = build_proxy_pool(cfg, real, device)
+    except PoolError:
+        if weight > 0:
+            raise
+        log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
+        pool = None
+    cmi = pool and CMITerm(pool, cfg.cmi.space, generator(cfg.seed, "proxy"), cfg.cmi.per_class)
+    synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
+    optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
+    config = OmegaConf.to_container(cfg, resolve=True)
+    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir)
+    run = Distillation(synthetic, method, optimizer, cfg.iterations, instantiate(cfg.eval), real,
+                       cfg.seed, out_dir, logger, cmi=cmi, weight=weight, log_every=cfg.log_every,
+                       config=config)
+    try:
+        results = run.run()
+    except BaseException as error:
+        run.results["status"] = f"failed: {type(error).__name__}: {error}"
+        write_json(out_dir / "results.json", run.results)
+        logger.finish(exit_code=1)
+        raise
+    finally:
+        synthetic.save(out_dir / "synthetic.pt")
+        synthetic.save_grid(out_dir / "synthetic.png")
+    logger.image("synthetic", out_dir / "synthetic.png", step=cfg.iterations)
+    logger.summary({f"accuracy/{arch}": r["mean"] for arch, r in results["accuracy"].items()}
+                   | {"cmi/start": results["cmi"]["start"], "cmi/end": results["cmi"]["end"]})
+    logger.finish()
+    log.info("results in %s", out_dir.resolve())
+    return results
+
+
+def pretrain(cfg: DictConfig, out_dir: Path) -> dict:
+    device = resolve_device(cfg.device)
+    real = load_real(cfg, device)
+    directory, net_config, recipe = _pool_location(cfg, real)
+    log.info("building %d %s proxies in %s", cfg.proxy.pool_size, cfg.proxy.name, directory)
+    metas = build_pool(directory, instantiate(cfg.proxy.net), cfg.proxy.pool_size, real, recipe,
+                       cfg.proxy.seed, device, net_config)
+    summary = {"pool": str(directory), "test_accuracy": [m["test_accuracy"] for m in metas]}
+    write_json(out_dir / "pool.json", summary)
+    log.info("proxy pool ready in %s", directory)
+    return summary

@@ -1,0 +1,41 @@
+"""Training and testing a classifier on tensors that already sit on the device."""
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int,
+                     lr: float, momentum: float, weight_decay: float, batch_size: int,
+                     generator: torch.Generator, augment=None, lr_decay_epoch: int = None) -> nn.Module:
+    """SGD with cross-entropy; lr divided by 10 after ``lr_decay_epoch`` epochs, if given.
+
+    Batches are slices of one permutation per epoch drawn from ``generator``; ``augment``
+    (a DSA) is applied to each batch with draws from the same generator.
+    """
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    net.train()
+    for epoch in range(epochs):
+        if epoch == lr_decay_epoch:
+            for group in optimizer.param_groups:
+                group["lr"] = lr * 0.1
+        order = torch.randperm(len(images), generator=generator).to(images.device)
+        for start in range(0, len(images), batch_size):
+            index = order[start:start + batch_size]
+            x = images[index]
+            if augment is not None:
+                x = augment(x, generator)
+            loss = F.cross_entropy(net(x), labels[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return net
+
+
+@torch.no_grad()
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+    was_training = net.training
+    net.eval()
+    correct = sum((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
+                  for i in range(0, len(images), batch_size))
+    net.train(was_training)
+    return correct / len(images)
