@@ -9,7 +9,9 @@ Class-Aware Conditional Mutual Information", ICLR 2025:
 
 z_s is a proxy network's output for synthetic image s: its penultimate features
 (``space="feature"``, the paper's preferred setting) or its class logits (``"probability"``).
-The centroid is not detached, so gradients flow through P_s and Q_y alike. Everything is
+The centroid is not detached, so gradients flow through P_s and Q_y alike (since Q_y minimizes
+sum_s KL(P_s || Q) over Q, the centroid's share of the total gradient is zero: keeping it in
+the graph is faithful to the paper and changes no update). Everything is
 computed in log space (log-softmax, logsumexp for the centroid), so the value stays finite
 when softmax outputs underflow to zero.
 """
@@ -22,7 +24,9 @@ from torch.utils.checkpoint import checkpoint
 
 def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
     """sum_s KL(P_s || Q) for the outputs [n, M] of one class, Q their mean distribution."""
-    log_p = F.log_softmax(outputs.float(), dim=1)
+    # Half-precision outputs (mixed precision) are promoted; float64 stays float64.
+    log_p = F.log_softmax(outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16)
+                          else outputs, dim=1)
     log_q = torch.logsumexp(log_p, dim=0, keepdim=True) - math.log(outputs.shape[0])
     return (log_p.exp() * (log_p - log_q)).sum()
 

@@ -7,7 +7,7 @@ config's ``_target_``; this module only turns a dataset into tensors.
 import os
 import tarfile
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -17,12 +17,12 @@ from torch.utils.data import DataLoader
 @dataclass
 class RealData:
     name: str
-    train: list          # per class: float tensor [n_c, C, H, W], normalized, on the device
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    mean: tuple
-    std: tuple
-    class_names: list
+    train: list = field(repr=False)  # per class: float [n_c, C, H, W], normalized, on the device
+    test_images: torch.Tensor = field(repr=False)
+    test_labels: torch.Tensor = field(repr=False)
+    mean: tuple = ()
+    std: tuple = ()
+    class_names: list = ()
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,34 @@
+"""Shared fixtures: the real Hydra config composed with tiny overrides, and a throwaway cache."""
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import cmidd  # noqa: F401  (registers the config resolvers)
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf")
+CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
+
+# A distillation that takes seconds on the CPU: narrow nets, few iterations, short evaluation.
+TINY = ["logger=none", "device=cpu", "iterations=3", "log_every=1", "eval.models=1",
+        "eval.epochs=2", "eval.every=0", "method.algorithm.batch_real=16",
+        "method.algorithm.net.width=8", "eval.nets.convnet.width=8", "proxy.net.width=8",
+        "proxy.pool_size=2", "proxy.recipe.epochs=1"]
+
+
+def compose_config(overrides=(), cache_dir=None):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        extra = [f"cache_dir={cache_dir}"] if cache_dir else []
+        return compose(config_name="config", overrides=[*extra, *overrides])
+
+
+@pytest.fixture
+def cache(tmp_path):
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def tiny(cache):
+    """compose(*overrides): the real config at tiny scale, with a private cache directory."""
+    return lambda *overrides: compose_config([*TINY, *overrides], cache_dir=cache)

@@ -1,0 +1,106 @@
+"""DM with and without CMI through the real config, and the launcher end to end."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from cmidd.proxy import ProxyPool
+from cmidd.synthetic import SyntheticSet
+from cmidd.tasks import distill
+
+from conftest import ROOT, TINY
+
+
+def run(tiny, out_dir, *overrides):
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return distill(tiny(*overrides), out_dir), SyntheticSet.load(out_dir / "synthetic.pt")
+
+
+def test_cmi_weight_lowers_the_cmi_of_the_synthetic_set(tiny, tmp_path):
+    base, base_set = run(tiny, tmp_path / "base", "cmi.weight=0", "iterations=10")
+    reg, reg_set = run(tiny, tmp_path / "cmi", "cmi.weight=1e5", "iterations=10")
+    assert base["cmi"]["start"] == pytest.approx(reg["cmi"]["start"])  # same init, same proxy
+    assert reg["cmi"]["end"] < 0.8 * base["cmi"]["end"]
+    assert not torch.equal(base_set.images, reg_set.images)
+
+
+def test_dm_updates_the_images_but_not_the_labels(tiny, tmp_path):
+    cfg = tiny()
+    from cmidd.tasks import load_real
+    from cmidd.runtime import generator
+    init = SyntheticSet.from_real(load_real(cfg, "cpu"), cfg.ipc, generator(cfg.seed, "init"))
+    _, final = run(tiny, tmp_path)
+    assert final.images.shape == init.images.shape == (100, 1, 8, 8)
+    assert torch.equal(final.labels, init.labels) and not torch.equal(final.images, init.images)
+
+
+def test_weight_zero_never_runs_the_proxy_in_the_loop(tiny, tmp_path, monkeypatch):
+    def refuse(self, generator):
+        raise AssertionError("a proxy was drawn although cmi.weight is 0")
+
+    monkeypatch.setattr(ProxyPool, "sample", refuse)
+    results, _ = run(tiny, tmp_path, "cmi=none")
+    assert results["cmi"]["start"] > 0 and results["cmi"]["end"] > 0  # still measured
+
+
+def test_results_follow_the_schema(tiny, tmp_path):
+    results, _ = run(tiny, tmp_path, "eval.every=2", "eval.models=2")
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "finished"
+    acc = on_disk["accuracy"]["convnet"]
+    assert len(acc["runs"]) == 2 and 0 <= acc["mean"] <= 1 and acc["std"] >= 0
+    assert [p["iteration"] for p in on_disk["accuracy_curve"]] == [0, 2, 3]
+    assert on_disk["accuracy_curve"][-1]["convnet"] == acc["mean"]
+    assert on_disk["iterations"] == 3 and on_disk["seconds_per_iteration"] > 0
+    assert on_disk["config"]["cmi"]["weight"] == 1000 and on_disk["config"]["ipc"] == 10
+
+
+def test_same_seed_gives_a_bit_identical_set_and_another_seed_does_not(tiny, tmp_path):
+    _, first = run(tiny, tmp_path / "a")
+    _, second = run(tiny, tmp_path / "b")
+    _, other = run(tiny, tmp_path / "c", "seed=1")
+    assert torch.equal(first.images, second.images)
+    assert not torch.equal(first.images, other.images)
+
+
+def test_cmi_at_ipc_one_warns_that_it_is_zero(tiny, tmp_path):
+    with pytest.warns(UserWarning, match="identically 0"):
+        results, _ = run(tiny, tmp_path, "ipc=1", "cmi.weight=10")
+    assert results["cmi"]["start"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_a_failure_keeps_what_was_computed(tiny, tmp_path, monkeypatch):
+    from cmidd.methods import DM
+
+    def explode(self, synthetic, iteration):
+        if iteration == 2:
+            raise RuntimeError("boom")
+        yield from original(self, synthetic, iteration)
+
+    original = DM.losses
+    monkeypatch.setattr(DM, "losses", explode)
+    with pytest.raises(RuntimeError, match="boom"):
+        run(tiny, tmp_path, "eval.every=1")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"].startswith("failed: RuntimeError: boom")
+    assert [p["iteration"] for p in results["accuracy_curve"]] == [0, 1, 2]
+    assert (tmp_path / "synthetic.pt").exists()
+
+
+def test_launch_py_end_to_end(tmp_path, cache):
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "launch.py", *TINY, f"cache_dir={cache}",
+                           f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {"results.json", "synthetic.pt", "synthetic.png"} <= {p.name for p in out.iterdir()}
+    saved = torch.load(out / "synthetic.pt", weights_only=True)
+    assert saved["images"].shape == (100, 1, 8, 8) and saved["images"].dtype == torch.float32
+    assert saved["labels"].tolist() == sorted(saved["labels"].tolist())
+    assert len(saved["mean"]) == len(saved["std"]) == 1
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) >= {"accuracy", "accuracy_curve", "cmi", "iterations",
+                            "seconds_per_iteration", "config"}
+    assert not (ROOT / "wandb").exists()
