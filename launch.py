@@ -3,16 +3,14 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-import cmidd  # noqa: F401  (registers the config resolvers)
+from cmidd import app
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig):
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
-    return instantiate(cfg.task)(cfg, out_dir)
+    return app.run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
 if __name__ == "__main__":

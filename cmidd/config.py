@@ -21,8 +21,14 @@ def paper_table(path: str, *keys, _root_):
     return node
 
 
+def job_dir(override_dirname: str) -> str:
+    """A sweep job's directory name from its overrides: one path component, never empty."""
+    return override_dirname.replace("/", "_") or "defaults"
+
+
 def register() -> None:
-    resolvers = {"paper_table": paper_table,
+    resolvers = {"paper_table": paper_table, "job_dir": job_dir,
+                 "ceil_div": lambda a, b: -(-int(a) // int(b)),
                  "project_root": lambda: str(Path(__file__).resolve().parents[1])}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -42,6 +42,8 @@ class Distillation:
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         self.results["accuracy_curve"].append(point)
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
+        self.synthetic.save_grid(self.out_dir / "synthetic.png")
+        self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
         log.info("iteration %d: accuracy %s", iteration,
                  ", ".join(f"{a} {r['mean']:.4f} ± {r['std']:.4f}" for a, r in accuracy.items()))
         write_json(self.out_dir / "results.json", self.results)

@@ -24,6 +24,12 @@ class NullLogger:
     def summary(self, values: dict) -> None:
         pass
 
+    def curve(self, points: list) -> None:
+        pass
+
+    def artifact(self, path: Path, name: str, kind: str, metadata: dict = None) -> None:
+        pass
+
     def finish(self, exit_code: int = 0) -> None:
         pass
 
@@ -40,12 +46,34 @@ def _wandb_mode(mode: str) -> str:
     return "online" if netrc.is_file() and "api.wandb.ai" in netrc.read_text() else "offline"
 
 
-class WandbLogger(NullLogger):
-    """Weights & Biases, offline unless the user has configured W&B for online use."""
+def run_labels(cfg) -> dict:
+    """The W&B group (a sweep's directory name) and tags of a run, from its config."""
+    group = None
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
 
-    def __init__(self, config: dict, out_dir: Path, project: str = "cmidd", entity: str = None,
-                 mode: str = "auto", group: str = None, tags: list = (), name: str = None):
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            group = Path(hydra_cfg.sweep.dir).name
+    except ValueError:  # composed outside a Hydra app
+        pass
+    cmi = cfg.cmi.space if float(cfg.cmi.weight) > 0 else "none"
+    tags = [f"method:{cfg.method.name}", f"dataset:{cfg.dataset.name}", f"ipc:{cfg.ipc}",
+            f"cmi:{cmi}", f"proxy:{cfg.proxy.name}"] + ([f"study:{cfg.study}"] if cfg.study else [])
+    return {"group": group, "tags": tags}
+
+
+class WandbLogger(NullLogger):
+    """Weights & Biases, offline unless the user has configured W&B for online use. ``group``
+    and ``tags`` are added to those the run derives from its config (``run_labels``)."""
+
+    def __init__(self, config: dict, out_dir: Path, labels: dict, project: str = "cmidd",
+                 entity: str = None, mode: str = "auto", group: str = None, tags: list = (),
+                 name: str = None):
         self.run = None
+        group = group or labels["group"]
+        tags = [*labels["tags"], *tags]
         try:
             import wandb
 
@@ -77,6 +105,26 @@ class WandbLogger(NullLogger):
 
     def summary(self, values: dict) -> None:
         self._safely(lambda: self.run.summary.update(values))
+
+    def curve(self, points: list) -> None:
+        """The accuracy curve as a W&B line plot (one line per architecture)."""
+        def plot():
+            archs = [k for k in points[0] if k != "iteration"]
+            table = self.wandb.Table(columns=["iteration", "arch", "accuracy"],
+                                     data=[[p["iteration"], a, p[a]] for p in points for a in archs])
+            self.run.log({"accuracy_curve": self.wandb.plot.line(
+                table, "iteration", "accuracy", stroke="arch", title="Accuracy during distillation")})
+
+        if points:
+            self._safely(plot)
+
+    def artifact(self, path: Path, name: str, kind: str, metadata: dict = None) -> None:
+        def log_artifact():
+            artifact = self.wandb.Artifact(name, type=kind, metadata=metadata or {})
+            artifact.add_file(str(path))
+            self.run.log_artifact(artifact)
+
+        self._safely(log_artifact)
 
     def finish(self, exit_code: int = 0) -> None:
         self._safely(lambda: self.run.finish(exit_code=exit_code))

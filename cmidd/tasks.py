@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .cmi import CMITerm
 from .distill import Distillation, write_json
+from .loggers import run_labels
 from .proxy import PoolError, build_pool, load_pool, pool_dir, random_pool
 from .runtime import generator, resolve_device, seed_everything
 from .synthetic import SyntheticSet
@@ -74,7 +75,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
     optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
     config = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir)
+    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir, labels=run_labels(cfg))
     run = Distillation(synthetic, method, optimizer, cfg.iterations, instantiate(cfg.eval), real,
                        cfg.seed, out_dir, logger, cmi=cmi, weight=weight, log_every=cfg.log_every,
                        config=config)
@@ -88,12 +89,23 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     finally:
         synthetic.save(out_dir / "synthetic.pt")
         synthetic.save_grid(out_dir / "synthetic.png")
-    logger.image("synthetic", out_dir / "synthetic.png", step=cfg.iterations)
-    logger.summary({f"accuracy/{arch}": r["mean"] for arch, r in results["accuracy"].items()}
-                   | {"cmi/start": results["cmi"]["start"], "cmi/end": results["cmi"]["end"]})
+    _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())
     return results
+
+
+def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
+    logger.curve(results["accuracy_curve"])
+    summary = {"cmi/start": results["cmi"]["start"], "cmi/end": results["cmi"]["end"],
+               "seconds_per_iteration": results["seconds_per_iteration"]}
+    for arch, r in results["accuracy"].items():
+        summary |= {f"accuracy/{arch}": r["mean"], f"accuracy/{arch}_std": r["std"]}
+    logger.summary(summary)
+    name = f"synthetic-{cfg.method.name}-{cfg.dataset.name}-ipc{cfg.ipc}"
+    logger.artifact(out_dir / "synthetic.pt", name, "dataset",
+                    {"method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": cfg.ipc,
+                     "cmi_weight": float(cfg.cmi.weight), "seed": cfg.seed})
 
 
 def pretrain(cfg: DictConfig, out_dir: Path) -> dict:

@@ -1,0 +1,1 @@
+"""``python -m cmidd.report <sweep dir>``: tables and plots of a sweep's results."""

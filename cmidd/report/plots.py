@@ -1,0 +1,56 @@
+"""PNG plots of a sweep: accuracy against the weight (Figure 2) and against iteration (Figure 3)."""
+import statistics
+from collections import defaultdict
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .runs import summarize  # noqa: E402
+
+
+def weight_plot(runs: list, path) -> None:
+    by_weight = defaultdict(list)
+    for run in runs:
+        by_weight[float(run.get("cmi.weight") or 0)].append(run)
+    points = sorted((w, summarize(g)) for w, g in by_weight.items() if w > 0)
+    points = [(w, s) for w, s in points if s["mean"] is not None]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    if points:
+        ax.errorbar([w for w, _ in points], [100 * s["mean"] for _, s in points],
+                    yerr=[100 * (s["std_seeds"] or s["std_networks"]) for _, s in points],
+                    marker="o", capsize=3, label="with CMI")
+    base = summarize(by_weight.get(0.0, []))
+    if base["mean"] is not None:
+        ax.axhline(100 * base["mean"], color="gray", linestyle="--", label="without CMI")
+    ax.set_xscale("log")
+    ax.set(xlabel="cmi.weight", ylabel="test accuracy (%)", title="Sensitivity to the CMI weight")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def curve_plot(runs: list, path) -> None:
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    by_setting = defaultdict(list)
+    for run in runs:
+        if run.ok:
+            by_setting["with CMI" if run.get("cmi.weight") else "without CMI"].append(run)
+    for label, group in sorted(by_setting.items()):
+        per_iteration = defaultdict(list)
+        for run in group:
+            for point in run.results["accuracy_curve"]:
+                arch = next(k for k in point if k != "iteration")
+                per_iteration[point["iteration"]].append(point[arch])
+        xs = sorted(per_iteration)
+        ax.plot(xs, [100 * statistics.fmean(per_iteration[x]) for x in xs], marker="o", label=label)
+    ax.set(xlabel="iteration", ylabel="test accuracy (%)", title="Accuracy during distillation")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+PLOTS = {"weight": weight_plot, "curve": curve_plot}

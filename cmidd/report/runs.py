@@ -1,0 +1,109 @@
+"""Reading a sweep directory: one record per job, finished, failed or missing."""
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass
+class Run:
+    path: Path
+    key: str                    # the job's overrides without the seed: runs that differ by seed share it
+    seed: int = None
+    status: str = "missing"     # finished | failed: ... | missing: ...
+    results: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished"
+
+    @property
+    def config(self) -> dict:
+        return self.results.get("config", {})
+
+    def get(self, dotted: str):
+        node = self.config
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return None
+            node = node[part]
+        return node
+
+
+IGNORED = ("seed", "sweep", "logger", "device", "cache_dir", "data_root", "hydra.")
+
+
+def _job_key(overrides: list) -> tuple:
+    seed, kept = None, []
+    for item in overrides:
+        name, _, value = item.partition("=")
+        if name == "seed":
+            seed = int(value)
+        elif not name.lstrip("+~").startswith(IGNORED):
+            kept.append(item)
+    return ",".join(sorted(kept)) or "defaults", seed
+
+
+def read_sweep(root: Path) -> list:
+    """Every job under ``root``: a directory with Hydra's ``.hydra/`` or a ``results.json``."""
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a directory")
+    job_dirs = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+                      | {p.parent for p in root.rglob("results.json")})
+    if not job_dirs:
+        raise ValueError(f"no runs under {root}: expected job directories with results.json "
+                         "or .hydra/ (the output of python launch.py -m ... or sweep=...)")
+    runs = []
+    for job in job_dirs:
+        overrides_file = job / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
+        key, seed = _job_key(overrides or [])
+        run = Run(path=job, key=key, seed=seed)
+        results_file = job / "results.json"
+        if results_file.exists():
+            run.results = json.loads(results_file.read_text())
+            run.status = run.results.get("status", "finished")
+            run.seed = run.get("seed") if run.seed is None else run.seed
+        else:
+            error = job / "error.txt"
+            run.status = "missing: " + (error.read_text().strip().splitlines()[-1] if error.exists()
+                                        else "no results.json")
+        runs.append(run)
+    return runs
+
+
+def accuracy(run: Run, arch: str = None):
+    """(mean, per-network accuracies) of ``arch`` (the first architecture by default)."""
+    table = run.results.get("accuracy") or {}
+    if not run.ok or not table:
+        return None, []
+    entry = table[arch] if arch else next(iter(table.values()))
+    return entry["mean"], entry["runs"]
+
+
+def summarize(runs: list, arch: str = None) -> dict:
+    """Mean and std over seeds and over all evaluation networks of a group of runs."""
+    done = [r for r in runs if r.ok]
+    means = [accuracy(r, arch)[0] for r in done]
+    networks = [a for r in done for a in accuracy(r, arch)[1]]
+    return {"n": len(runs), "done": len(done),
+            "mean": statistics.fmean(networks) if networks else None,
+            "std_networks": statistics.pstdev(networks) if len(networks) > 1 else 0.0,
+            "std_seeds": statistics.stdev(means) if len(means) > 1 else None,
+            "statuses": sorted({r.status for r in runs if not r.ok})}
+
+
+def cell(summary: dict) -> str:
+    """``mean ± std`` in percent (std over seeds when there are several, else over networks);
+    missing or failed runs are named, never dropped."""
+    if summary is None or summary["n"] == 0:
+        return "missing"
+    if summary["done"] == 0:
+        return "failed" if any(s.startswith("failed") for s in summary["statuses"]) else "missing"
+    std = summary["std_seeds"] if summary["std_seeds"] is not None else summary["std_networks"]
+    text = f"{100 * summary['mean']:.2f} ± {100 * std:.2f}"
+    if summary["done"] < summary["n"]:
+        text += f" ({summary['n'] - summary['done']} of {summary['n']} failed/missing)"
+    return text

@@ -1,0 +1,94 @@
+"""Markdown and CSV renderings of a sweep, laid out like the paper's tables."""
+import csv
+import io
+from collections import defaultdict
+
+from .runs import accuracy, cell, summarize
+
+
+def _markdown(header: list, rows: list) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _groups(runs: list, *keys) -> dict:
+    """Runs grouped by the values of config ``keys``."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[tuple(run.get(k) for k in keys)].append(run)
+    return groups
+
+
+def all_groups(runs: list) -> str:
+    """Every group of runs that differ only by seed, with each evaluated architecture."""
+    by_key = defaultdict(list)
+    for run in runs:
+        by_key[run.key].append(run)
+    archs = sorted({a for r in runs for a in (r.results.get("accuracy") or {})}) or ["accuracy"]
+    rows = []
+    for key, group in sorted(by_key.items()):
+        seeds = ", ".join(str(r.seed) for r in sorted(group, key=lambda r: (r.seed is None, r.seed)))
+        rows.append([key, seeds] + [cell(summarize(group, a if a != "accuracy" else None))
+                                    for a in archs])
+    return _markdown(["overrides", "seeds"] + archs, rows)
+
+
+def table7(runs: list) -> str:
+    """Rows: CMI space x pre-trained proxies; columns: proxy architecture (the paper's Table 7)."""
+    groups = _groups(runs, "cmi.space", "cmi.pretrained", "proxy.name")
+    proxies = sorted({k[2] for k in groups}, key=lambda p: (p != "convnet", p))
+    rows = []
+    for space in ("probability", "feature"):
+        for pretrained in (False, True):
+            rows.append([space, "yes" if pretrained else "no"] +
+                        [cell(summarize(groups.get((space, pretrained, p), []))) if
+                         groups.get((space, pretrained, p)) else "missing" for p in proxies])
+    return _markdown(["CMI space", "pre-trained"] + proxies, rows)
+
+
+def weight(runs: list) -> str:
+    groups = _groups(runs, "cmi.weight")
+    rows = [[w, cell(summarize(g))] for (w,), g in sorted(groups.items(), key=lambda i: i[0][0] or 0)]
+    return _markdown(["cmi.weight", "accuracy (%)"], rows)
+
+
+def proxy_arch(runs: list) -> str:
+    """The CMI of the synthetic set at the start, at the end without and with CMI (Tables 10-11)."""
+    def mean_cmi(group, which):
+        values = [r.results["cmi"][which] for r in group if r.ok and r.results["cmi"][which] is not None]
+        return f"{sum(values) / len(values):.4g}" if values else "missing"
+
+    groups = _groups(runs, "proxy.name")
+    rows = []
+    for (proxy,), group in sorted(groups.items()):
+        base = [r for r in group if not r.get("cmi.weight")]
+        reg = [r for r in group if r.get("cmi.weight")]
+        rows.append([proxy, mean_cmi(base + reg, "start"), mean_cmi(base, "end"), mean_cmi(reg, "end"),
+                     cell(summarize(base)) if base else "missing",
+                     cell(summarize(reg)) if reg else "missing"])
+    return _markdown(["proxy", "CMI start", "CMI end, without CMI", "CMI end, with CMI",
+                      "accuracy without CMI (%)", "accuracy with CMI (%)"], rows)
+
+
+STUDIES = {"table7": table7, "weight": weight, "proxy_arch": proxy_arch}
+
+COLUMNS = ["path", "key", "seed", "status", "method", "dataset", "ipc", "proxy", "cmi_space",
+           "cmi_pretrained", "cmi_weight", "arch", "accuracy", "accuracy_std", "cmi_start", "cmi_end",
+           "iterations", "seconds_per_iteration"]
+
+
+def runs_csv(runs: list, root) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(COLUMNS)
+    for run in runs:
+        common = [run.path.relative_to(root), run.key, run.seed, run.status, run.get("method.name"),
+                  run.get("dataset.name"), run.get("ipc"), run.get("proxy.name"),
+                  run.get("cmi.space"), run.get("cmi.pretrained"), run.get("cmi.weight")]
+        tail = [(run.results.get("cmi") or {}).get("start"), (run.results.get("cmi") or {}).get("end"),
+                run.results.get("iterations"), run.results.get("seconds_per_iteration")]
+        table = run.results.get("accuracy") or {None: {}}
+        for arch, entry in table.items():
+            writer.writerow(common + [arch, entry.get("mean"), entry.get("std")] + tail)
+    return out.getvalue()
