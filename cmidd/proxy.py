@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import UserError
 from .runtime import build_seeded, generator
 from .train import accuracy, train_classifier
 
@@ -20,7 +21,7 @@ log = logging.getLogger(__name__)
 META_KEYS = ("dataset", "num_classes", "channels", "image_size", "mean", "std")
 
 
-class PoolError(RuntimeError):
+class PoolError(UserError):
     """A missing or mismatched proxy pool; the message says how to fix it."""
 
 

@@ -33,7 +33,8 @@ def _rebuild_command(cfg: DictConfig) -> str:
     except ValueError:  # composed outside a Hydra app (tests, notebooks)
         overrides = [f"dataset={cfg.dataset.name}", f"proxy={cfg.proxy.name}"]
     keep = ("dataset", "proxy", "experiment", "cache_dir", "data_root")
-    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in keep]
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in keep
+            and not o.startswith(("proxy.build_if_missing", "proxy.pool_size"))]
     return " ".join(["python launch.py task=pretrain", *kept, f"proxy.pool_size={cfg.proxy.pool_size}"])
 
 

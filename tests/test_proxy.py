@@ -58,3 +58,17 @@ def test_untrained_pool_varies_its_initializations(tiny):
     weights = [next(net.parameters()) for net in pool.nets]
     assert len(pool) == 3 and not torch.equal(weights[0], weights[1])
     assert not any(cfg.cache_dir in str(p) for p in [])  # nothing was cached
+
+
+def test_launcher_reports_a_missing_pool_in_one_line_with_exit_status_2(cache, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    done = subprocess.run([sys.executable, "launch.py", *TINY, f"cache_dir={cache}",
+                           "proxy.build_if_missing=false", f"hydra.run.dir={tmp_path}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: proxy pool") and "python launch.py task=pretrain" in line

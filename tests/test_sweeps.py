@@ -1,0 +1,119 @@
+"""The paper's ablations as Hydra multiruns, their report, and the cluster launchers."""
+import csv
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import CONF, ROOT, TINY
+
+# Pools of 2 tiny proxies per architecture; weights pinned per proxy for the digits tables.
+SWEEP_TINY = [o for o in TINY if not o.startswith("proxy.net.width")]
+
+
+def launch(tmp_path, cache, *overrides, ok=True):
+    sweep_dir = tmp_path / "sweep"
+    done = subprocess.run([sys.executable, "launch.py", *SWEEP_TINY, f"cache_dir={cache}",
+                           f"hydra.sweep.dir={sweep_dir}", *overrides], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if ok:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return sweep_dir, done
+
+
+def report(sweep_dir):
+    done = subprocess.run([sys.executable, "-m", "cmidd.report", str(sweep_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return (sweep_dir / "report.md").read_text()
+
+
+def sweep_grid(name):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN" and cfg.study == name
+    params = cfg.hydra.sweeper.params
+    return [dict(zip(params, values)) for values in
+            itertools.product(*(str(v).split(",") for v in params.values()))]
+
+
+def test_presets_define_the_papers_grids():
+    table7 = sweep_grid("table7")
+    assert len(table7) == 8 and {g["proxy"] for g in table7} == {"convnet", "resnet18"}
+    assert {g["cmi.space"] for g in table7} == {"probability", "feature"}
+    weights = [float(g["cmi.weight"]) for g in sweep_grid("weight")]
+    assert weights[0] == 0 and max(weights) / min(w for w in weights if w) >= 100
+    assert {g["cmi"] for g in sweep_grid("curve")} == {"none", "feature"}
+    assert {g["proxy"] for g in sweep_grid("proxy_arch")} == {"convnet", "alexnet", "vgg11", "resnet18"}
+
+
+def test_table7_sweep_and_its_report(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=table7", "proxy.recipe.epochs=1")
+    text = report(sweep_dir)
+    table = text.split("## table7")[1].split("##")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| probability") or
+            line.startswith("| feature")]
+    assert len(rows) == 4 and "missing" not in table and "failed" not in table
+    assert "| CMI space | pre-trained | convnet | resnet18 |" in table
+    with open(sweep_dir / "runs.csv") as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+
+def test_weight_sweep_plots_accuracy_against_the_weight(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=weight", "cmi.weight=0,10,100")
+    text = report(sweep_dir)
+    assert "| 0.0 |" in text or "| 0 |" in text
+    assert (sweep_dir / "weight.png").stat().st_size > 1000
+
+
+def test_curve_sweep_over_seeds_groups_runs_that_differ_by_seed(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "iterations=4", "seed=0,1")
+    jobs = sorted(p.parent.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("results.json"))
+    assert jobs == ["cmi=feature/seed=0", "cmi=feature/seed=1", "cmi=none/seed=0", "cmi=none/seed=1"]
+    curve = json.loads((sweep_dir / "cmi=none/seed=1/results.json").read_text())["accuracy_curve"]
+    assert [p["iteration"] for p in curve] == [0, 1, 2, 3, 4]  # every ceil(4/10) = 1 iteration
+    text = report(sweep_dir)
+    assert "| cmi=feature | 0, 1 |" in text and "| cmi=none | 0, 1 |" in text
+    assert (sweep_dir / "curve.png").stat().st_size > 1000
+
+
+def test_proxy_arch_sweep_reports_cmi_at_start_and_end(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=proxy_arch", "proxy.pool_size=1")
+    table = report(sweep_dir).split("## proxy_arch")[1].split("##")[0]
+    for proxy in ("convnet", "alexnet", "vgg11", "resnet18"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {proxy} "))
+        assert "missing" not in row, row
+        start, end_without, end_with = (float(c) for c in row.split("|")[2:5])
+        assert start > 0 and end_without > 0 and end_with > 0
+
+
+def test_a_failed_job_does_not_stop_the_others_and_says_why(tmp_path, cache):
+    # dataset=imagefolder without dataset.loader.root fails inside its job.
+    sweep_dir, done = launch(tmp_path, cache, "-m", "dataset=imagefolder,digits", ok=False)
+    assert done.returncode != 0
+    failed = sweep_dir / "dataset=imagefolder" / "seed=0"
+    assert "MissingMandatoryValue" in (failed / "error.txt").read_text()
+    assert (sweep_dir / "dataset=digits" / "seed=0" / "results.json").exists()
+    text = report(sweep_dir)
+    assert "dataset=imagefolder/seed=0`: missing: " in text and "MissingMandatoryValue" in text
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
+def test_cluster_launchers_run_a_sweep(tmp_path, cache, launcher):
+    pytest.importorskip({"submitit_local": "hydra_plugins.hydra_submitit_launcher",
+                         "joblib": "hydra_plugins.hydra_joblib_launcher"}[launcher])
+    extra = ["hydra.launcher.timeout_min=10"] if launcher == "submitit_local" else \
+        ["hydra.launcher.n_jobs=2"]
+    sweep_dir, _ = launch(tmp_path, cache, "-m", f"hydra/launcher={launcher}", *extra, "seed=0,1")
+    assert len(list(sweep_dir.rglob("results.json"))) == 2
+
+
+def test_report_on_an_empty_or_missing_directory_is_a_one_line_error(tmp_path):
+    for target in (tmp_path, tmp_path / "nope"):
+        done = subprocess.run([sys.executable, "-m", "cmidd.report", str(target)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2
+        assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
