@@ -1,10 +1,10 @@
 """Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021), with explicit generators.
 
 As in the DSA reference ("S" mode), each call picks one operation group at random and applies it
-with per-sample parameters. Parameters are drawn first (``draw``) on a CPU generator, then applied
-(``apply``) to any number of batches: applying one draw to a real and a synthetic batch gives the
-siamese augmentation (sample i of each batch gets the same parameters), and the result does not
-depend on the device.
+with per-sample parameters, or one set of parameters for the whole batch (``shared``). Parameters
+are drawn first (``draw``) on a CPU generator, then applied (``apply``) to any number of batches:
+applying one shared draw to a real and a synthetic batch is the siamese augmentation, and the
+result does not depend on the device.
 """
 import math
 
@@ -24,30 +24,42 @@ class DSA:
         self.ratio = dict(scale=scale, rotate=rotate, flip=flip, brightness=brightness,
                           saturation=saturation, contrast=contrast, crop_pad=crop_pad, cutout=cutout)
 
-    def draw(self, n: int, size: tuple, generator: torch.Generator) -> dict:
-        """Parameters for up to ``n`` samples of spatial ``size`` (H, W)."""
+    def draw(self, n: int, size: tuple, generator: torch.Generator, shared: bool = False) -> dict:
+        """Parameters for up to ``n`` samples of spatial ``size`` (H, W): per sample, or with
+        ``shared`` one draw for the whole batch (the reference's "batchmode", which DM and DSA
+        use so that every real and synthetic image of a class gets the same transform)."""
         op = self.strategy[torch.randint(len(self.strategy), (1,), generator=generator).item()]
-        u = lambda *shape: torch.rand(n, *shape, generator=generator)  # noqa: E731
-        r, (h, w) = self.ratio, size
-        if op == "color":
-            return dict(op=op, brightness=(u() - 0.5) * r["brightness"],
-                        saturation=u() * r["saturation"], contrast=u() + r["contrast"])
-        if op == "crop":
-            sh, sw = int(h * r["crop_pad"] + 0.5), int(w * r["crop_pad"] + 0.5)
-            return dict(op=op, dy=torch.randint(-sh, sh + 1, (n,), generator=generator),
-                        dx=torch.randint(-sw, sw + 1, (n,), generator=generator))
-        if op == "cutout":
-            ch, cw = int(h * r["cutout"] + 0.5), int(w * r["cutout"] + 0.5)
-            return dict(op=op, size=(ch, cw),
-                        cy=torch.randint(0, h + (1 - ch % 2), (n,), generator=generator),
-                        cx=torch.randint(0, w + (1 - cw % 2), (n,), generator=generator))
-        if op == "flip":
-            return dict(op=op, flip=u() < r["flip"])
-        if op == "scale":
-            lo = 1.0 / r["scale"]
-            return dict(op=op, sx=u() * (r["scale"] - lo) + lo, sy=u() * (r["scale"] - lo) + lo)
-        angle = (u() - 0.5) * 2 * r["rotate"] / 180 * math.pi
-        return dict(op=op, angle=angle)
+        params = getattr(self, f"_draw_{op}")(1 if shared else n, size, generator)
+        if shared:
+            params = {k: v.expand(n) if torch.is_tensor(v) else v for k, v in params.items()}
+        return {"op": op, **params}
+
+    def _draw_color(self, n, size, gen):
+        r = self.ratio
+        return {"brightness": (torch.rand(n, generator=gen) - 0.5) * r["brightness"],
+                "saturation": torch.rand(n, generator=gen) * r["saturation"],
+                "contrast": torch.rand(n, generator=gen) + r["contrast"]}
+
+    def _draw_crop(self, n, size, gen):
+        sh, sw = (int(s * self.ratio["crop_pad"] + 0.5) for s in size)
+        return {"dy": torch.randint(-sh, sh + 1, (n,), generator=gen),
+                "dx": torch.randint(-sw, sw + 1, (n,), generator=gen)}
+
+    def _draw_cutout(self, n, size, gen):
+        (h, w), (ch, cw) = size, (int(s * self.ratio["cutout"] + 0.5) for s in size)
+        return {"size": (ch, cw), "cy": torch.randint(0, h + (1 - ch % 2), (n,), generator=gen),
+                "cx": torch.randint(0, w + (1 - cw % 2), (n,), generator=gen)}
+
+    def _draw_flip(self, n, size, gen):
+        return {"flip": torch.rand(n, generator=gen) < self.ratio["flip"]}
+
+    def _draw_scale(self, n, size, gen):
+        hi = self.ratio["scale"]
+        return {"sx": torch.rand(n, generator=gen) * (hi - 1 / hi) + 1 / hi,
+                "sy": torch.rand(n, generator=gen) * (hi - 1 / hi) + 1 / hi}
+
+    def _draw_rotate(self, n, size, gen):
+        return {"angle": (torch.rand(n, generator=gen) - 0.5) * 2 * self.ratio["rotate"] / 180 * math.pi}
 
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         n = x.shape[0]
@@ -111,7 +123,7 @@ class DSA:
 class NoAugment:
     """Identity with DSA's interface, for ``augment=none``."""
 
-    def draw(self, n, size, generator):
+    def draw(self, n, size, generator, shared=False):
         return {}
 
     def apply(self, x, params):

@@ -9,14 +9,14 @@ def paper_table(path: str, *keys, _root_):
     of a hyper-parameter table in the config; a missing entry is an error, never a default."""
     node = OmegaConf.select(_root_, path)
     if node is None:
-        raise KeyError(f"no table {path} in the config")
+        raise ValueError(f"no table {path} in the config")
     for depth, key in enumerate(keys):
         candidates = [key, str(key)] + ([int(key)] if str(key).isdigit() else [])
         found = next((k for k in candidates if k in node), None)
         if found is None:
             where = ", ".join(f"{k}" for k in keys[:depth + 1])
-            raise KeyError(f"{path} has no entry for [{where}]: set the value explicitly on the "
-                           f"command line (e.g. cmi.weight=...) or add the entry to the table")
+            raise ValueError(f"{path} has no entry for [{where}]: set the value on the command "
+                             "line (e.g. cmi.weight=...) or add the entry to the table")
         node = node[found]
     return node
 

@@ -7,11 +7,24 @@ the method yields. With weight 0 the proxy never runs.
 """
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
 
+import torch
+
+from .checkpoint import Preempted, global_rng_state, set_global_rng_state
+from .errors import NonFiniteError
+
 log = logging.getLogger(__name__)
+
+
+def _finite(value: float, iteration: int, term: str) -> float:
+    if not math.isfinite(value):
+        raise NonFiniteError(f"iteration {iteration}: {term} is {value}; the synthetic set of the "
+                             "previous iteration is kept (lower method.optimizer.lr or cmi.weight)")
+    return value
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -24,11 +37,11 @@ def write_json(path: Path, data: dict) -> None:
 class Distillation:
     def __init__(self, synthetic, method, optimizer, iterations: int, evaluator, real, seed: int,
                  out_dir: Path, logger, cmi=None, weight: float = 0.0,
-                 log_every: int = 50, config: dict = None):
+                 log_every: int = 50, config: dict = None, checkpointer=None):
         self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi, self.weight = Path(out_dir), logger, cmi, weight
-        self.log_every = log_every
+        self.log_every, self.checkpointer = log_every, checkpointer
         self.results = {"accuracy": {}, "accuracy_curve": [], "cmi": {"start": None, "end": None},
                         "iterations": iterations, "seconds_per_iteration": None,
                         "status": "running", "config": config or {}}
@@ -53,30 +66,67 @@ class Distillation:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
+            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss")
             if k == 0 and self.weight > 0:
                 cmi = self.cmi(*self.synthetic.decoded())
                 total = loss + self.weight * cmi
-                losses["loss/cmi"] += cmi.item()
+                losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term")
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
-            losses["loss/distill"] += loss.item()
+            if not torch.isfinite(self.synthetic.images).all():
+                raise NonFiniteError(f"iteration {iteration}: the synthetic images became NaN or "
+                                     "infinite after the update; lower method.optimizer.lr or "
+                                     "cmi.weight")
         losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
         return losses
 
-    def run(self) -> dict:
-        self.results["cmi"]["start"] = self._measure_cmi()
-        seconds = 0.0
-        for iteration in range(self.iterations):
+    def state(self, next_iteration: int, seconds: float) -> dict:
+        """Everything needed to continue from ``next_iteration`` exactly as without a stop."""
+        return {"iteration": next_iteration, "seconds": seconds, "results": self.results,
+                "config": self.results["config"], "synthetic": self.synthetic.state(),
+                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
+                "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
+                "rng": global_rng_state(), "logger_run_id": self.logger.run_id}
+
+    def restore(self, state: dict) -> tuple:
+        with torch.no_grad():
+            self.synthetic.images.copy_(state["synthetic"]["images"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        if self.cmi is not None:
+            self.cmi.generator.set_state(state["proxy_generator"])
+        set_global_rng_state(state["rng"])
+        self.results = {**state["results"], "status": "running"}
+        log.info("resumed from the checkpoint at iteration %d", state["iteration"])
+        return state["iteration"], state["seconds"]
+
+    def _checkpoint(self, next_iteration: int, seconds: float) -> None:
+        if self.checkpointer is None or not self.checkpointer.due(next_iteration):
+            return
+        self.checkpointer.save(self.state(next_iteration, seconds))
+        if self.checkpointer.requested:
+            self.results["status"] = f"preempted at iteration {next_iteration}"
+            write_json(self.out_dir / "results.json", self.results)
+            raise Preempted(f"stopped on a signal after iteration {next_iteration - 1}; the "
+                            "checkpoint is saved: run the same command to resume")
+
+    def run(self, state: dict = None) -> dict:
+        """Distill from scratch, or from a checkpoint's ``state``."""
+        start, seconds = self.restore(state) if state else (0, 0.0)
+        if state is None:
+            self.results["cmi"]["start"] = self._measure_cmi()
+        for iteration in range(start, self.iterations):
             if self.evaluator.due(iteration, self.iterations):
                 self._evaluate(iteration)
-            start = time.perf_counter()
+            tic = time.perf_counter()
             losses = self._step(iteration)
-            seconds += time.perf_counter() - start
+            seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
             if iteration % self.log_every == 0 or iteration == self.iterations - 1:
                 log.info("iteration %d/%d: %s", iteration, self.iterations,
                          ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()))
+            self._checkpoint(iteration + 1, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
         self.results["cmi"]["end"] = self._measure_cmi()
         self.results["accuracy"] = self._evaluate(self.iterations)

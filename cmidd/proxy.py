@@ -8,9 +8,11 @@ pools grow without retraining. A run loads the pool once, into memory.
 import hashlib
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 from torch import nn
 
 from .errors import UserError
@@ -45,10 +47,12 @@ class ProxyPool:
         return self.nets[torch.randint(len(self.nets), (1,), generator=gen).item()]
 
 
-def pool_dir(root, dataset: str, name: str, net_config: dict, recipe: dict, seed: int) -> Path:
-    spec = json.dumps({"net": net_config, "recipe": recipe, "seed": seed}, sort_keys=True)
+def pool_dir(root, data: dict, name: str, net_config: dict, recipe: dict, seed: int) -> Path:
+    """``data`` describes the training data (RealData.meta plus the loader's settings)."""
+    spec = json.dumps({"data": data, "net": net_config, "recipe": recipe, "seed": seed},
+                      sort_keys=True)
     digest = hashlib.sha256(spec.encode()).hexdigest()[:10]
-    return Path(root).expanduser() / dataset / f"{name}-{digest}"
+    return Path(root).expanduser() / data["dataset"] / f"{name}-{digest}"
 
 
 def _sha256(path: Path) -> str:
@@ -68,28 +72,43 @@ def random_pool(make_net, size: int, real, seed: int, device) -> ProxyPool:
 
 def build_pool(directory: Path, make_net, size: int, real, recipe: dict, seed: int, device,
                net_config: dict) -> list:
-    """Train the proxies of the pool that are not in ``directory`` yet; returns their metadata."""
+    """Train the proxies of the pool that are not in ``directory`` yet; returns their metadata.
+
+    Safe for the jobs of a sweep sharing one cache: the build holds a file lock (a second job
+    waits, then finds the proxies built), and each file is written to a temporary name and
+    renamed, the metadata last, so a proxy exists only once complete.
+    """
     directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory) + ".lock"):
+        return [_build_proxy(directory, i, make_net, real, recipe, seed, device, net_config)
+                for i in range(size)]
+
+
+def _build_proxy(directory, i, make_net, real, recipe, seed, device, net_config) -> dict:
+    meta_path, weights = directory / f"proxy_{i:03d}.json", directory / f"proxy_{i:03d}.pt"
+    if meta_path.exists() and _intact(meta_path, weights, real):
+        return json.loads(meta_path.read_text())
     images, labels = real.train_tensors()
-    metas = []
-    for i in range(size):
-        meta_path = directory / f"proxy_{i:03d}.json"
-        if meta_path.exists():
-            metas.append(json.loads(meta_path.read_text()))
-            continue
-        net = build_seeded(make_net, seed, f"proxy/{i}", **_net_args(real)).to(device)
-        train_classifier(net, images, labels, recipe["epochs"], generator=generator(seed, f"proxy/{i}"),
-                         lr=recipe["lr"], momentum=recipe["momentum"],
-                         weight_decay=recipe["weight_decay"], batch_size=recipe["batch_size"])
-        weights = directory / f"proxy_{i:03d}.pt"
-        torch.save(net.state_dict(), weights)
-        meta = {**real.meta, "net": net_config, "recipe": recipe, "seed": seed, "index": i,
-                "test_accuracy": accuracy(net, real.test_images, real.test_labels),
-                "sha256": _sha256(weights)}
-        meta_path.write_text(json.dumps(meta, indent=2))
-        log.info("proxy %d/%d trained: test accuracy %.4f", i + 1, size, meta["test_accuracy"])
-        metas.append(meta)
-    return metas
+    net = build_seeded(make_net, seed, f"proxy/{i}", **_net_args(real)).to(device)
+    train_classifier(net, images, labels, recipe["epochs"], generator=generator(seed, f"proxy/{i}"),
+                     lr=recipe["lr"], momentum=recipe["momentum"],
+                     weight_decay=recipe["weight_decay"], batch_size=recipe["batch_size"])
+    torch.save(net.state_dict(), weights.with_suffix(".pt.tmp"))
+    os.replace(weights.with_suffix(".pt.tmp"), weights)
+    meta = {**real.meta, "net": net_config, "recipe": recipe, "seed": seed, "index": i,
+            "test_accuracy": accuracy(net, real.test_images, real.test_labels),
+            "sha256": _sha256(weights)}
+    meta_path.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
+    os.replace(meta_path.with_suffix(".json.tmp"), meta_path)
+    log.info("proxy %d trained: test accuracy %.4f", i, meta["test_accuracy"])
+    return meta
+
+
+def _intact(meta_path: Path, weights: Path, real) -> bool:
+    """Whether a stored proxy matches the run's data and its checksum (else it is rebuilt)."""
+    meta = json.loads(meta_path.read_text())
+    return (all(meta.get(k) == real.meta[k] for k in META_KEYS) and weights.is_file()
+            and _sha256(weights) == meta.get("sha256"))
 
 
 def load_pool(directory: Path, make_net, size: int, real, device, rebuild: str) -> ProxyPool:
@@ -108,7 +127,7 @@ def load_pool(directory: Path, make_net, size: int, real, device, rebuild: str) 
         weights = directory / f"proxy_{i:03d}.pt"
         if not weights.is_file() or _sha256(weights) != meta["sha256"]:
             raise PoolError(f"proxy file {weights} is missing or corrupt (checksum mismatch); "
-                            f"delete it and rebuild with: {rebuild}")
+                            f"rebuild it with: {rebuild}")
         net = make_net(**_net_args(real))
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         nets.append(net.to(device))

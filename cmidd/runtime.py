@@ -38,5 +38,6 @@ def build_seeded(make, seed: int, name: str, **kwargs):
     """``make(**kwargs)`` with the global generator temporarily seeded for stream ``name``, so a
     network's initialization depends only on (seed, name), not on what ran before it."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, name))
+        # Only the CPU generator: networks are initialized on the CPU, then moved.
+        torch.default_generator.manual_seed(derive_seed(seed, name))
         return make(**kwargs)

@@ -3,15 +3,18 @@ import logging
 import warnings
 from pathlib import Path
 
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .cmi import CMITerm
 from .distill import Distillation, write_json
+from .errors import UserError
 from .loggers import run_labels
 from .proxy import PoolError, build_pool, load_pool, pool_dir, random_pool
 from .runtime import generator, resolve_device, seed_everything
 from .synthetic import SyntheticSet
+from .validate import check_config, check_data, check_data_source, check_device
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +22,11 @@ log = logging.getLogger(__name__)
 def _pool_location(cfg: DictConfig, real) -> tuple:
     net_config = OmegaConf.to_container(cfg.proxy.net, resolve=True)
     recipe = OmegaConf.to_container(cfg.proxy.recipe, resolve=True)
-    directory = pool_dir(Path(cfg.cache_dir) / "proxies", real.name, cfg.proxy.name, net_config,
-                         recipe, cfg.proxy.seed)
+    # The loader's settings except where the files are (a moved dataset keeps its pools).
+    loader = {k: v for k, v in OmegaConf.to_container(cfg.dataset.loader, resolve=True).items()
+              if k not in ("root", "archive", "train", "test")}
+    directory = pool_dir(Path(cfg.cache_dir) / "proxies", {**real.meta, "loader": loader},
+                         cfg.proxy.name, net_config, recipe, cfg.proxy.seed)
     return directory, net_config, recipe
 
 
@@ -53,13 +59,20 @@ def build_proxy_pool(cfg: DictConfig, real, device):
 
 def load_real(cfg: DictConfig, device):
     log.info("loading dataset %s", cfg.dataset.name)
-    return instantiate(cfg.dataset.loader, device=device)
+    try:
+        return instantiate(cfg.dataset.loader, device=device)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise UserError(f"dataset={cfg.dataset.name} could not be loaded: {cause} "
+                        f"(data_root={cfg.data_root}, download={cfg.download})") from error
 
 
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    check_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     real = load_real(cfg, device)
+    check_data(cfg, real)
     weight = float(cfg.cmi.weight)
     method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
     if weight > 0 and cfg.ipc == 1 and not method.multi_formulation:
@@ -110,6 +123,8 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
 
 
 def pretrain(cfg: DictConfig, out_dir: Path) -> dict:
+    check_device(cfg.device)
+    check_data_source(cfg)
     device = resolve_device(cfg.device)
     real = load_real(cfg, device)
     directory, net_config, recipe = _pool_location(cfg, real)

@@ -7,17 +7,20 @@ from torch.nn import functional as F
 def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int,
                      lr: float, momentum: float, weight_decay: float, batch_size: int,
                      generator: torch.Generator, augment=None, lr_decay_epoch: int = None) -> nn.Module:
-    """SGD with cross-entropy; lr divided by 10 after ``lr_decay_epoch`` epochs, if given.
+    """SGD with cross-entropy; lr divided by 10 after ``lr_decay_epoch`` epochs, if given (with
+    a fresh optimizer, so momentum restarts, as in the DC/DM evaluation code).
 
     Batches are slices of one permutation per epoch drawn from ``generator``; ``augment``
     (a DSA) is applied to each batch with draws from the same generator.
     """
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    def sgd(rate):
+        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+
+    optimizer = sgd(lr)
     net.train()
     for epoch in range(epochs):
         if epoch == lr_decay_epoch:
-            for group in optimizer.param_groups:
-                group["lr"] = lr * 0.1
+            optimizer = sgd(lr * 0.1)
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for start in range(0, len(images), batch_size):
             index = order[start:start + batch_size]

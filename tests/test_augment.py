@@ -20,6 +20,16 @@ def test_each_op_is_siamese_deterministic_and_differentiable(op):
     assert syn.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("op", OPS)
+def test_a_shared_draw_gives_every_image_of_both_batches_the_same_transform(op):
+    dsa = DSA(strategy=[op])
+    image = torch.randn(1, 3, 12, 12)
+    params = dsa.draw(16, (12, 12), torch.Generator().manual_seed(3), shared=True)
+    out = dsa.apply(image.expand(16, -1, -1, -1), params)
+    assert torch.allclose(out, out[:1].expand_as(out))
+    assert torch.equal(dsa.apply(image, params), out[:1])
+
+
 def test_ops_change_images_and_draws_vary():
     x = torch.randn(8, 3, 16, 16)
     gen = torch.Generator().manual_seed(1)

@@ -104,3 +104,32 @@ def test_launch_py_end_to_end(tmp_path, cache):
     assert set(results) >= {"accuracy", "accuracy_curve", "cmi", "iterations",
                             "seconds_per_iteration", "config"}
     assert not (ROOT / "wandb").exists()
+
+
+@pytest.mark.parametrize("term", ["distillation", "CMI"])
+def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(tiny, tmp_path, monkeypatch, term):
+    from cmidd.cmi import CMITerm
+    from cmidd.errors import NonFiniteError
+    from cmidd.methods import DM
+
+    original_losses, original_cmi = DM.losses, CMITerm.__call__
+
+    def nan_loss(self, synthetic, iteration):
+        for loss in original_losses(self, synthetic, iteration):
+            yield loss * float("nan") if iteration == 1 else loss
+
+    def nan_cmi(self, images, labels):
+        value = original_cmi(self, images, labels)
+        return value * float("inf") if self.calls_made() == 2 else value
+
+    if term == "distillation":
+        monkeypatch.setattr(DM, "losses", nan_loss)
+    else:
+        calls = []
+        monkeypatch.setattr(CMITerm, "calls_made", lambda self: calls.append(1) or len(calls),
+                            raising=False)
+        monkeypatch.setattr(CMITerm, "__call__", nan_cmi)
+    with pytest.raises(NonFiniteError, match=f"iteration 1: the {term}"):
+        run(tiny, tmp_path, "cmi.weight=10")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"].startswith(f"failed: NonFiniteError: iteration 1: the {term}")

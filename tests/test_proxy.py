@@ -1,5 +1,6 @@
 """Proxy pools: built once, reloaded from the cache, checked against the run's data."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,8 +36,8 @@ def test_missing_pool_names_the_command_that_builds_it(tiny):
         build_proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
 
 
-def test_pool_for_other_data_or_a_corrupt_file_is_refused(tiny, tmp_path):
-    cfg = tiny()
+def test_pool_for_other_data_or_a_corrupt_file_is_refused_then_rebuilt(tiny, tmp_path):
+    cfg = tiny("proxy.build_if_missing=false")
     real = load_real(cfg, "cpu")
     pretrain(cfg, tmp_path)
     directory, _, _ = _pool_location(cfg, real)
@@ -47,17 +48,21 @@ def test_pool_for_other_data_or_a_corrupt_file_is_refused(tiny, tmp_path):
         build_proxy_pool(cfg, real, "cpu")
     meta_path.write_text(json.dumps(meta))
     weights = directory / "proxy_001.pt"
-    weights.write_bytes(weights.read_bytes()[:100])
+    intact = weights.read_bytes()
+    weights.write_bytes(intact[:100])
     with pytest.raises(PoolError, match="corrupt.*task=pretrain"):
         build_proxy_pool(cfg, real, "cpu")
+    pretrain(cfg, tmp_path)  # the command the error names retrains the broken proxy only
+    assert weights.read_bytes() == intact
+    assert len(build_proxy_pool(cfg, real, "cpu")) == 2
 
 
-def test_untrained_pool_varies_its_initializations(tiny):
+def test_untrained_pool_varies_its_initializations(tiny, cache):
     cfg = tiny("cmi.pretrained=false", "proxy.pool_size=3")
     pool = build_proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
     weights = [next(net.parameters()) for net in pool.nets]
     assert len(pool) == 3 and not torch.equal(weights[0], weights[1])
-    assert not any(cfg.cache_dir in str(p) for p in [])  # nothing was cached
+    assert not (cache / "proxies").exists()  # nothing was trained or cached
 
 
 def test_launcher_reports_a_missing_pool_in_one_line_with_exit_status_2(cache, tmp_path):
@@ -72,3 +77,23 @@ def test_launcher_reports_a_missing_pool_in_one_line_with_exit_status_2(cache, t
     assert done.returncode == 2 and "Traceback" not in done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert line.startswith("error: proxy pool") and "python launch.py task=pretrain" in line
+
+
+def test_two_processes_building_one_pool_train_each_proxy_once(cache, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT, TINY
+
+    command = [sys.executable, "launch.py", "task=pretrain", *TINY, f"cache_dir={cache}"]
+    jobs = [subprocess.Popen([*command, f"hydra.run.dir={tmp_path / str(k)}"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for k in range(2)]
+    logs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), logs
+    trained = sum(log.count("trained: test accuracy") for log in logs)
+    assert trained == 2  # proxy.pool_size=2, each trained by exactly one of the processes
+    pools = {json.loads((tmp_path / str(k) / "pool.json").read_text())["pool"] for k in range(2)}
+    assert len(pools) == 1
+    assert sorted(p.name for p in Path(pools.pop()).iterdir()) == [
+        "proxy_000.json", "proxy_000.pt", "proxy_001.json", "proxy_001.pt"]

@@ -11,6 +11,9 @@ optimizer and the CMI term; a method only says what its distillation loss is:
 methods (DC/DSA) yield one per outer step and train their network between yields, after the loop
 has applied the update. ``multi_formulation`` is True for methods whose stored images decode
 into several training images (IDC, IDM), which keeps CMI meaningful at IPC=1.
+
+``state_dict``/``load_state_dict`` hold whatever the method needs to continue bit-identically
+after a checkpoint (its random generators, networks it keeps across iterations...).
 """
 from typing import Iterator, Protocol
 
@@ -21,4 +24,10 @@ class Method(Protocol):
     multi_formulation: bool
 
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
+        ...
+
+    def state_dict(self) -> dict:
+        ...
+
+    def load_state_dict(self, state: dict) -> None:
         ...

@@ -19,6 +19,13 @@ class DM:
         self.sampler = generator(seed, "dm/real")
         self.aug_gen = generator(seed, "dm/augment")
 
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_state(state["sampler"])
+        self.aug_gen.set_state(state["augment"])
+
     def _network(self, iteration: int):
         c, h, _ = self.real.shape
         net = build_seeded(self.make_net, self.seed, f"dm/net/{iteration}", in_channels=c,
@@ -32,7 +39,8 @@ class DM:
         for c in range(self.real.num_classes):
             real = self.real.sample(c, self.batch_real, self.sampler)
             syn = images[labels == c]
-            params = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen)
+            params = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
+                                       shared=True)
             with torch.no_grad():
                 target = net.embed(self.augment.apply(real, params)).mean(0)
             loss = loss + (target - net.embed(self.augment.apply(syn, params)).mean(0)).pow(2).sum()

@@ -13,7 +13,10 @@ from .runs import summarize  # noqa: E402
 def weight_plot(runs: list, path) -> None:
     by_weight = defaultdict(list)
     for run in runs:
-        by_weight[float(run.get("cmi.weight") or 0)].append(run)
+        try:
+            by_weight[float(run.get("cmi.weight") or 0)].append(run)
+        except (TypeError, ValueError):  # a job that failed before resolving its weight
+            continue
     points = sorted((w, summarize(g)) for w, g in by_weight.items() if w > 0)
     points = [(w, s) for w, s in points if s["mean"] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -37,7 +40,7 @@ def curve_plot(runs: list, path) -> None:
     by_setting = defaultdict(list)
     for run in runs:
         if run.ok:
-            by_setting["with CMI" if run.get("cmi.weight") else "without CMI"].append(run)
+            by_setting["with CMI" if float(run.get("cmi.weight")) else "without CMI"].append(run)
     for label, group in sorted(by_setting.items()):
         per_iteration = defaultdict(list)
         for run in group:

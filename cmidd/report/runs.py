@@ -46,6 +46,22 @@ def _job_key(overrides: list) -> tuple:
     return ",".join(sorted(kept)) or "defaults", seed
 
 
+def _job_config(job: Path) -> dict:
+    """The config Hydra saved for a job that left no results.json (resolved where possible)."""
+    from omegaconf import OmegaConf
+
+    import cmidd  # noqa: F401  (the resolvers the saved config uses)
+
+    path = job / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    config = OmegaConf.load(path)
+    try:
+        return OmegaConf.to_container(config, resolve=True)
+    except Exception:  # noqa: BLE001 -- e.g. the failed job's own bad interpolation
+        return OmegaConf.to_container(config, resolve=False)
+
+
 def read_sweep(root: Path) -> list:
     """Every job under ``root``: a directory with Hydra's ``.hydra/`` or a ``results.json``."""
     if not root.is_dir():
@@ -67,6 +83,7 @@ def read_sweep(root: Path) -> list:
             run.status = run.results.get("status", "finished")
             run.seed = run.get("seed") if run.seed is None else run.seed
         else:
+            run.results = {"config": _job_config(job)}
             error = job / "error.txt"
             run.status = "missing: " + (error.read_text().strip().splitlines()[-1] if error.exists()
                                         else "no results.json")

@@ -12,6 +12,17 @@ def _markdown(header: list, rows: list) -> str:
     return "\n".join(lines)
 
 
+def _order(value):
+    """Sort key for table rows and columns that tolerates missing (None) values."""
+    return (value is None, value != "convnet", str(value))
+
+
+def _with_cmi(run) -> bool:
+    """Whether the run used the regularizer (an unresolved weight comes from a CMI option)."""
+    weight = run.get("cmi.weight")
+    return isinstance(weight, str) or bool(weight)
+
+
 def _groups(runs: list, *keys) -> dict:
     """Runs grouped by the values of config ``keys``."""
     groups = defaultdict(list)
@@ -37,7 +48,7 @@ def all_groups(runs: list) -> str:
 def table7(runs: list) -> str:
     """Rows: CMI space x pre-trained proxies; columns: proxy architecture (the paper's Table 7)."""
     groups = _groups(runs, "cmi.space", "cmi.pretrained", "proxy.name")
-    proxies = sorted({k[2] for k in groups}, key=lambda p: (p != "convnet", p))
+    proxies = sorted({k[2] for k in groups}, key=_order)
     rows = []
     for space in ("probability", "feature"):
         for pretrained in (False, True):
@@ -49,7 +60,8 @@ def table7(runs: list) -> str:
 
 def weight(runs: list) -> str:
     groups = _groups(runs, "cmi.weight")
-    rows = [[w, cell(summarize(g))] for (w,), g in sorted(groups.items(), key=lambda i: i[0][0] or 0)]
+    rows = [[w, cell(summarize(g))] for (w,), g in
+            sorted(groups.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1)]
     return _markdown(["cmi.weight", "accuracy (%)"], rows)
 
 
@@ -61,14 +73,22 @@ def proxy_arch(runs: list) -> str:
 
     groups = _groups(runs, "proxy.name")
     rows = []
-    for (proxy,), group in sorted(groups.items()):
-        base = [r for r in group if not r.get("cmi.weight")]
-        reg = [r for r in group if r.get("cmi.weight")]
+    for (proxy,), group in sorted(groups.items(), key=lambda i: _order(i[0][0])):
+        base = [r for r in group if not _with_cmi(r)]
+        reg = [r for r in group if _with_cmi(r)]
         rows.append([proxy, mean_cmi(base + reg, "start"), mean_cmi(base, "end"), mean_cmi(reg, "end"),
                      cell(summarize(base)) if base else "missing",
                      cell(summarize(reg)) if reg else "missing"])
     return _markdown(["proxy", "CMI start", "CMI end, without CMI", "CMI end, with CMI",
                       "accuracy without CMI (%)", "accuracy with CMI (%)"], rows)
+
+
+def _number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 STUDIES = {"table7": table7, "weight": weight, "proxy_arch": proxy_arch}

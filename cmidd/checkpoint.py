@@ -1,0 +1,100 @@
+"""Checkpoints of a distillation run, so that a killed or preempted run resumes where it was.
+
+A checkpoint holds the synthetic set, its optimizer, the iteration, every random generator's
+state, the results so far and the logger's run id. It is written to a temporary file and
+renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and SIGUSR1
+(what SLURM and submitit send before preemption) ask for a checkpoint at the end of the current
+iteration, after which the run stops with ``Preempted``.
+"""
+import logging
+import os
+import random
+import signal
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Keys that do not change a run's result: a checkpoint may be resumed with other values.
+NEUTRAL = ("logger", "log_every", "checkpoint", "resume", "device", "cache_dir", "data_root",
+           "download", "study")
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after writing a checkpoint; run the same command to resume."""
+
+
+def global_rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+             "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def differing_keys(saved: dict, current: dict) -> list:
+    """The keys whose values differ between two resolved configs, ignoring neutral ones."""
+    a, b = _flatten(saved), _flatten(current)
+    return sorted(k for k in a.keys() | b.keys()
+                  if a.get(k) != b.get(k) and not k.startswith(NEUTRAL))
+
+
+class Checkpointer:
+    def __init__(self, path: Path, every: int):
+        self.path, self.every, self.requested = Path(path), every, False
+
+    def install_signal_handlers(self) -> None:
+        def request(signum, frame):
+            log.warning("signal %d: checkpointing at the end of this iteration", signum)
+            self.requested = True
+
+        for signum in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(signum, request)
+
+    def due(self, iteration: int) -> bool:
+        return self.requested or (self.every > 0 and iteration % self.every == 0)
+
+    def save(self, state: dict) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+
+    def load(self, config: dict):
+        """The checkpoint's state, or None if there is none; refuses one from another config."""
+        if not self.path.exists():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 -- any unreadable file gets the same message
+            raise UserError(f"checkpoint {self.path} cannot be read ({type(error).__name__}); "
+                            "delete it to start over") from None
+        differing = differing_keys(state["config"], config)
+        if differing:
+            shown = ", ".join(f"{k}={_flatten(state['config']).get(k)!r} (now "
+                              f"{_flatten(config).get(k)!r})" for k in differing[:5])
+            raise UserError(f"checkpoint {self.path} is from a run with other settings: {shown}; "
+                            "use another run directory or delete the checkpoint")
+        return state

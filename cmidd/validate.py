@@ -1,0 +1,80 @@
+"""Checks of the composed config that run before any expensive work. Each failure is a
+``UserError`` naming the key, its value and what would be valid."""
+import re
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+from .cmi import SPACES
+from .errors import UserError
+
+
+def _value(cfg: DictConfig, key: str):
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except (InterpolationResolutionError, MissingMandatoryValue) as error:
+        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "",
+                        str(error).splitlines()[0])
+        raise UserError(f"{key} cannot be resolved: {reason}") from None
+
+
+def _number(cfg: DictConfig, key: str, minimum: float, integer: bool):
+    value = _value(cfg, key)
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
+        what = "an integer" if integer else "a number"
+        raise UserError(f"{key}={value} is invalid: it must be {what} >= {minimum}")
+    return value
+
+
+def check_config(cfg: DictConfig) -> None:
+    """The settings of a distillation run."""
+    _number(cfg, "ipc", 1, integer=True)
+    _number(cfg, "iterations", 0, integer=True)
+    _number(cfg, "cmi.weight", 0, integer=False)
+    _number(cfg, "eval.models", 1, integer=True)
+    _number(cfg, "eval.epochs", 1, integer=True)
+    _number(cfg, "proxy.pool_size", 1, integer=True)
+    space = _value(cfg, "cmi.space")
+    if space not in SPACES:
+        raise UserError(f"cmi.space={space} is invalid: it must be one of {', '.join(SPACES)}")
+    check_device(cfg.device)
+    check_data_source(cfg)
+
+
+def check_device(device: str) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"device={device} is invalid: it must be auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda but CUDA is not available on this machine; use device=cpu")
+
+
+def check_data_source(cfg: DictConfig) -> None:
+    """A dataset that cannot download needs its files where the config says."""
+    loader = cfg.dataset.loader
+    if "root" in loader and not loader.get("archive"):
+        root = Path(_value(cfg, "dataset.loader.root")).expanduser()
+        if not root.is_dir():
+            raise UserError(f"dataset.loader.root={root} does not exist")
+    for split in ("train", "test"):
+        node = loader.get(split)
+        if node is not None and "root" in node and not node.get("download"):
+            root = Path(_value(cfg, f"dataset.loader.{split}.root")).expanduser()
+            if not root.is_dir():
+                raise UserError(f"data_root={root} does not exist for dataset={cfg.dataset.name}; "
+                                "set data_root=<dir with the data> or download=true")
+    if loader.get("archive"):
+        archive = Path(_value(cfg, "dataset.loader.archive")).expanduser()
+        root = Path(_value(cfg, "dataset.loader.root")).expanduser()
+        if not root.is_dir() and not archive.is_file():
+            raise UserError(f"dataset.loader.archive={archive} does not exist")
+
+
+def check_data(cfg: DictConfig, real) -> None:
+    """What needs the loaded data: IPC no larger than the smallest class."""
+    smallest = min(len(images) for images in real.train)
+    if cfg.ipc > smallest:
+        raise UserError(f"ipc={cfg.ipc} is invalid: the smallest class of dataset="
+                        f"{cfg.dataset.name} has {smallest} training images")
