@@ -28,7 +28,8 @@ def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
     log_p = F.log_softmax(outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16)
                           else outputs, dim=1)
     log_q = torch.logsumexp(log_p, dim=0, keepdim=True) - math.log(outputs.shape[0])
-    return (log_p.exp() * (log_p - log_q)).sum()
+    # A sum of KL divergences is >= 0; clamping removes float rounding below zero (~1e-8).
+    return (log_p.exp() * (log_p - log_q)).sum().clamp_min(0.0)
 
 
 def empirical_cmi(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -68,9 +68,9 @@ class WandbLogger(NullLogger):
     """Weights & Biases, offline unless the user has configured W&B for online use. ``group``
     and ``tags`` are added to those the run derives from its config (``run_labels``)."""
 
-    def __init__(self, config: dict, out_dir: Path, labels: dict, project: str = "cmidd",
-                 entity: str = None, mode: str = "auto", group: str = None, tags: list = (),
-                 name: str = None):
+    def __init__(self, config: dict, out_dir: Path, labels: dict, run_id: str = None,
+                 project: str = "cmidd", entity: str = None, mode: str = "auto", group: str = None,
+                 tags: list = (), name: str = None):
         self.run = None
         group = group or labels["group"]
         tags = [*labels["tags"], *tags]
@@ -80,6 +80,7 @@ class WandbLogger(NullLogger):
             self.wandb = wandb
             self.run = wandb.init(project=project, entity=entity, mode=_wandb_mode(mode), group=group,
                                   tags=list(tags), name=name, config=config, dir=str(out_dir),
+                                  id=run_id, resume="allow" if run_id else None,
                                   settings=wandb.Settings(console="off"))
             self.run_id = self.run.id
         except Exception as error:  # noqa: BLE001 -- logging must never fail the run

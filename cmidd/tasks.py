@@ -7,6 +7,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .checkpoint import Checkpointer, Preempted
 from .cmi import CMITerm
 from .distill import Distillation, write_json
 from .errors import UserError
@@ -69,6 +70,7 @@ def load_real(cfg: DictConfig, device):
 
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
     check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     real = load_real(cfg, device)
@@ -89,15 +91,20 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
     optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
     config = OmegaConf.to_container(cfg, resolve=True)
-    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir, labels=run_labels(cfg))
+    checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
+    state = checkpointer.load(config)
+    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir, labels=run_labels(cfg),
+                                     run_id=state and state["logger_run_id"])
     run = Distillation(synthetic, method, optimizer, cfg.iterations, instantiate(cfg.eval), real,
                        cfg.seed, out_dir, logger, cmi=cmi, weight=weight, log_every=cfg.log_every,
-                       config=config)
+                       config=config, checkpointer=checkpointer)
+    checkpointer.install_signal_handlers()
     try:
-        results = run.run()
+        results = run.run(state)
     except BaseException as error:
-        run.results["status"] = f"failed: {type(error).__name__}: {error}"
-        write_json(out_dir / "results.json", run.results)
+        if not isinstance(error, Preempted):
+            run.results["status"] = f"failed: {type(error).__name__}: {error}"
+            write_json(out_dir / "results.json", run.results)
         logger.finish(exit_code=1)
         raise
     finally:

@@ -1,0 +1,102 @@
+"""Checkpoints: a killed or preempted run resumes to the same synthetic set."""
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from cmidd.errors import UserError
+from cmidd.methods import DM
+from cmidd.synthetic import SyntheticSet
+from cmidd.tasks import distill
+
+from conftest import ROOT, TINY
+
+RESUMABLE = ["iterations=8", "checkpoint.every=2", "eval.every=3"]
+
+
+def final_images(out_dir):
+    return SyntheticSet.load(out_dir / "synthetic.pt").images
+
+
+def test_a_crash_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    distill(tiny(*RESUMABLE), tmp_path / "whole")
+
+    original = DM.losses
+
+    def crash_at_five(self, synthetic, iteration):
+        if iteration == 5:
+            raise KeyboardInterrupt  # as if killed after the checkpoint of iteration 4
+        yield from original(self, synthetic, iteration)
+
+    monkeypatch.setattr(DM, "losses", crash_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny(*RESUMABLE), tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    monkeypatch.setattr(DM, "losses", original)
+    results = distill(tiny(*RESUMABLE), tmp_path / "resumed")
+    assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "resumed"))
+    assert [p["iteration"] for p in results["accuracy_curve"]] == [0, 3, 6, 8]
+
+
+def test_a_checkpoint_from_other_settings_is_refused_naming_the_keys(tiny, tmp_path):
+    distill(tiny(*RESUMABLE), tmp_path)
+    with pytest.raises(UserError, match=r"seed=0 \(now 1\).*"):
+        distill(tiny(*RESUMABLE, "seed=1"), tmp_path)
+    distill(tiny(*RESUMABLE, "log_every=3"), tmp_path)  # settings that change nothing are fine
+
+
+def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny, tmp_path, monkeypatch):
+    saves = []
+    real_save = torch.save
+
+    def save_then_die(obj, path, *args, **kwargs):
+        if str(path).endswith(".checkpoint.pt.tmp"):
+            saves.append(path)
+            if len(saves) == 2:
+                with open(path, "wb") as half:
+                    half.write(b"\x80\x02 half a checkpoint")
+                raise KeyboardInterrupt  # killed in the middle of the second write
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny(*RESUMABLE), tmp_path)
+    monkeypatch.setattr(torch, "save", real_save)
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    distill(tiny(*RESUMABLE), tmp_path)  # resumes from iteration 2 and finishes
+
+
+def launch(out_dir, cache, *extra):
+    """The run in a subprocess; its console output goes to a file (a pipe could fill up)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    console = open(out_dir.parent / f"{out_dir.name}.console", "a")
+    job = subprocess.Popen([sys.executable, "launch.py", *TINY, "iterations=400", "log_every=100",
+                            "checkpoint.every=5", f"cache_dir={cache}", f"hydra.run.dir={out_dir}",
+                            *extra], cwd=ROOT, stdout=console, stderr=console)
+    job.console = out_dir.parent / f"{out_dir.name}.console"
+    return job
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
+    whole = launch(tmp_path / "whole", cache)
+    assert whole.wait(timeout=300) == 0, whole.console.read_text()[-2000:]
+
+    run_dir = tmp_path / "run"
+    job = launch(run_dir, cache)
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").exists():
+        assert job.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    job.send_signal(getattr(signal, how))
+    code = job.wait(timeout=120)
+    assert code == (-9 if how == "SIGKILL" else 3), job.console.read_text()[-2000:]
+    stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["iteration"]
+    assert 0 < stopped_at < 400
+
+    again = launch(run_dir, cache)  # the same command, the same run directory
+    assert again.wait(timeout=300) == 0, again.console.read_text()[-2000:]
+    assert torch.equal(final_images(tmp_path / "whole"), final_images(run_dir))
