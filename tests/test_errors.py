@@ -9,10 +9,11 @@ from conftest import ROOT, TINY
 CASES = {
     "ipc=0": "ipc=0", "ipc=-3": "ipc=-3", "iterations=-1": "iterations=-1",
     "cmi.weight=-1": "cmi.weight=-1", "cmi.space=logits": "cmi.space=logits",
-    "eval.models=0": "eval.models=0", "ipc=500": "ipc=500",
-    "dataset=imagefolder dataset.loader.root=/no/such/dir": "dataset.loader.root=/no/such/dir",
+    "eval.models=0": "eval.models=0", "ipc=500 cmi.weight=1": "ipc=500",
+    "dataset=imagefolder cmi.weight=1 dataset.loader.root=/no/such/dir":
+        "dataset.loader.root=/no/such/dir",
     "dataset=cifar10 cmi.weight=1 data_root=/no/such/dir": "data_root=/no/such/dir",
-    "ipc=20 proxy=resnet18": "[resnet18, digits]",
+    "ipc=20 proxy=resnet18": "no entry for [resnet18, digits, 20]",
 }
 
 
