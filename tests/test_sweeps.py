@@ -129,3 +129,17 @@ def test_report_on_an_empty_or_missing_directory_is_a_one_line_error(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_runs_of_a_sweep_share_a_wandb_group_and_carry_tags(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "logger=wandb", "logger.mode=offline",
+                          drop=("logger",))
+    run_files = sorted(sweep_dir.rglob("offline-run-*/run-*.wandb"))
+    assert len(run_files) == 2
+    for run_file in run_files:
+        done = subprocess.run(["wandb", "leet", "inspect", "--json", str(run_file)],
+                              capture_output=True, text=True, timeout=120)
+        (run,) = [json.loads(line)["run"] for line in done.stdout.splitlines()
+                  if json.loads(line).get("type") == "run"]
+        assert run["run_group"] == sweep_dir.name
+        assert {"study:curve", "method:dm", "dataset:digits", "ipc:10"} <= set(run["tags"])
