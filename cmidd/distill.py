@@ -42,6 +42,7 @@ class Distillation:
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi, self.weight = Path(out_dir), logger, cmi, weight
         self.log_every, self.checkpointer = log_every, checkpointer
+        self.done = 0  # iterations completed
         self.results = {"accuracy": {}, "accuracy_curve": [], "cmi": {"start": None, "end": None},
                         "iterations": iterations, "seconds_per_iteration": None,
                         "status": "running", "config": config or {}}
@@ -114,6 +115,7 @@ class Distillation:
     def run(self, state: dict = None) -> dict:
         """Distill from scratch, or from a checkpoint's ``state``."""
         start, seconds = self.restore(state) if state else (0, 0.0)
+        self.done = start
         if state is None:
             self.results["cmi"]["start"] = self._measure_cmi()
         for iteration in range(start, self.iterations):
@@ -126,6 +128,7 @@ class Distillation:
             if iteration % self.log_every == 0 or iteration == self.iterations - 1:
                 log.info("iteration %d/%d: %s", iteration, self.iterations,
                          ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()))
+            self.done = iteration + 1
             self._checkpoint(iteration + 1, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
         self.results["cmi"]["end"] = self._measure_cmi()

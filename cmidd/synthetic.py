@@ -5,6 +5,8 @@ import torch
 from torch import nn
 from torchvision.utils import save_image
 
+from .errors import UserError
+
 
 class SyntheticSet(nn.Module):
     """``images`` [N, C, H, W] live in the dataset's normalized space; ``factor`` > 1 marks a
@@ -46,8 +48,9 @@ class SyntheticSet(nn.Module):
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
                 "mean": list(self.mean), "std": list(self.std), "factor": self.factor}
 
-    def save(self, path: Path) -> None:
-        torch.save(self.state(), path)
+    def save(self, path: Path, **meta) -> None:
+        """``meta`` (iteration, seed, dataset...) is stored beside the tensors."""
+        torch.save({**self.state(), **meta}, path)
 
     def save_grid(self, path: Path) -> None:
         """One row per class, de-normalized."""
@@ -56,6 +59,13 @@ class SyntheticSet(nn.Module):
 
     @classmethod
     def load(cls, path, device="cpu"):
-        state = torch.load(path, map_location=device, weights_only=True)
-        return cls(state["images"], state["labels"], state["mean"], state["std"],
-                   state.get("factor", 1))
+        """The set and the metadata saved with it; a ``UserError`` if the file is unreadable."""
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            synthetic = cls(state["images"], state["labels"], state["mean"], state["std"],
+                            state.get("factor", 1))
+        except Exception as error:  # noqa: BLE001 -- missing, truncated, corrupt or foreign
+            raise UserError(f"synthetic={path} cannot be read as a synthetic set "
+                            f"({type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]})") from None
+        synthetic.meta = {k: v for k, v in state.items() if k not in synthetic.state()}
+        return synthetic

@@ -15,7 +15,8 @@ from .loggers import run_labels
 from .proxy import PoolError, build_pool, load_pool, pool_dir, random_pool
 from .runtime import generator, resolve_device, seed_everything
 from .synthetic import SyntheticSet
-from .validate import check_config, check_data, check_data_source, check_device
+from .validate import (check_config, check_data, check_data_source, check_device,
+                       check_synthetic)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,12 @@ def load_real(cfg: DictConfig, device):
 
 
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    if cfg.cmi.name == "none" and cfg.cmi.get("weight") != 0:
+        # A weight given for the CMI runs of a sweep (cmi=none,feature cmi.weight=100) must not
+        # turn the baseline into a CMI run; the recorded config says what ran.
+        log.warning("cmi=none: ignoring cmi.weight=%s (the baseline runs without CMI)",
+                    cfg.cmi.get("weight"))
+        cfg.cmi.weight = 0.0
     check_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -108,7 +115,8 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         logger.finish(exit_code=1)
         raise
     finally:
-        synthetic.save(out_dir / "synthetic.pt")
+        synthetic.save(out_dir / "synthetic.pt", iteration=run.done, seed=cfg.seed,
+                       dataset=real.meta)
         synthetic.save_grid(out_dir / "synthetic.png")
     _log_final(logger, results, out_dir, cfg)
     logger.finish()
@@ -127,6 +135,28 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
     logger.artifact(out_dir / "synthetic.pt", name, "dataset",
                     {"method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": cfg.ipc,
                      "cmi_weight": float(cfg.cmi.weight), "seed": cfg.seed})
+
+
+def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
+    """Evaluate a saved ``synthetic.pt`` with ``eval=...`` (the same protocol and random streams
+    as the evaluation at the end of its distillation, so the same seed gives the same numbers)."""
+    if not cfg.get("synthetic"):
+        raise UserError("task=evaluate needs synthetic=<path to synthetic.pt>")
+    check_device(cfg.device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    synthetic = SyntheticSet.load(Path(cfg.synthetic).expanduser(), device)
+    real = load_real(cfg, device)
+    check_synthetic(cfg.synthetic, synthetic, real)
+    images, labels = synthetic.decoded()
+    stream = f"eval/{synthetic.meta.get('iteration', 0)}"
+    accuracy = instantiate(cfg.eval)(images, labels, real, cfg.seed, stream=stream)
+    results = {"accuracy": accuracy, "synthetic": str(cfg.synthetic), "status": "finished",
+               "config": OmegaConf.to_container(cfg, resolve=True)}
+    write_json(out_dir / "results.json", results)
+    for arch, r in accuracy.items():
+        log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
+    return results
 
 
 def pretrain(cfg: DictConfig, out_dir: Path) -> dict:

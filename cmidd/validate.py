@@ -78,3 +78,16 @@ def check_data(cfg: DictConfig, real) -> None:
     if cfg.ipc > smallest:
         raise UserError(f"ipc={cfg.ipc} is invalid: the smallest class of dataset="
                         f"{cfg.dataset.name} has {smallest} training images")
+
+
+def check_synthetic(path, synthetic, real) -> None:
+    """A saved synthetic set must fit the dataset it is evaluated on."""
+    shape = tuple(synthetic.images.shape[1:])
+    if shape != real.shape or int(synthetic.labels.max()) >= real.num_classes:
+        raise UserError(f"synthetic={path} holds images of shape {shape} with labels up to "
+                        f"{int(synthetic.labels.max())}; dataset={real.name} has {real.shape} and "
+                        f"{real.num_classes} classes")
+    if any(abs(a - b) > 1e-4 for a, b in zip(synthetic.mean + synthetic.std, real.mean + real.std)):
+        raise UserError(f"synthetic={path} was normalized with mean={list(synthetic.mean)}, "
+                        f"std={list(synthetic.std)}; dataset={real.name} uses "
+                        f"mean={list(real.mean)}, std={list(real.std)}")

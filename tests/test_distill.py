@@ -133,3 +133,12 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(tiny, tmp_pat
         run(tiny, tmp_path, "cmi.weight=10")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["status"].startswith(f"failed: NonFiniteError: iteration 1: the {term}")
+
+
+def test_cmi_none_stays_the_baseline_when_a_weight_is_given(tiny, tmp_path, monkeypatch):
+    def refuse(self, generator):
+        raise AssertionError("a proxy was drawn in the cmi=none baseline")
+
+    monkeypatch.setattr(ProxyPool, "sample", refuse)
+    results, _ = run(tiny, tmp_path, "cmi=none", "cmi.weight=100")
+    assert results["config"]["cmi"]["weight"] == 0
