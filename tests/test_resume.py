@@ -100,3 +100,22 @@ def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
     again = launch(run_dir, cache)  # the same command, the same run directory
     assert again.wait(timeout=300) == 0, again.console.read_text()[-2000:]
     assert torch.equal(final_images(tmp_path / "whole"), final_images(run_dir))
+
+
+def test_a_resumed_run_continues_the_same_wandb_run(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    original = DM.losses
+
+    def crash_at_five(self, synthetic, iteration):
+        if iteration == 5:
+            raise KeyboardInterrupt
+        yield from original(self, synthetic, iteration)
+
+    monkeypatch.setattr(DM, "losses", crash_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
+    monkeypatch.setattr(DM, "losses", original)
+    distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
+    run_ids = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")}
+    checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert run_ids == {checkpoint["logger_run_id"]}
