@@ -1,5 +1,6 @@
 """Base distillation methods; each is a config option of the ``method`` group."""
 from .base import Method
 from .dm import DM
+from .gradient_matching import GradientMatching
 
-__all__ = ["DM", "Method"]
+__all__ = ["DM", "GradientMatching", "Method"]
