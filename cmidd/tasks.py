@@ -69,21 +69,17 @@ def load_real(cfg: DictConfig, device):
                         f"(data_root={cfg.data_root}, download={cfg.download})") from error
 
 
-def distill(cfg: DictConfig, out_dir: Path) -> dict:
+def _keep_baseline(cfg: DictConfig) -> None:
+    """A weight given for the CMI runs of a sweep (cmi=none,feature cmi.weight=100) must not turn
+    the baseline into a CMI run; the recorded config then says what ran."""
     if cfg.cmi.name == "none" and cfg.cmi.get("weight") != 0:
-        # A weight given for the CMI runs of a sweep (cmi=none,feature cmi.weight=100) must not
-        # turn the baseline into a CMI run; the recorded config says what ran.
         log.warning("cmi=none: ignoring cmi.weight=%s (the baseline runs without CMI)",
                     cfg.cmi.get("weight"))
         cfg.cmi.weight = 0.0
-    check_config(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    real = load_real(cfg, device)
-    check_data(cfg, real)
-    weight = float(cfg.cmi.weight)
-    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
+
+
+def _cmi_term(cfg: DictConfig, real, device, weight: float, method):
+    """The CMI term of the run; without a pool (and weight 0) CMI is simply not measured."""
     if weight > 0 and cfg.ipc == 1 and not method.multi_formulation:
         warnings.warn(f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
                       "one image, so it is its own centroid and the CMI term is identically 0")
@@ -93,8 +89,21 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         if weight > 0:
             raise
         log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
-        pool = None
-    cmi = pool and CMITerm(pool, cfg.cmi.space, generator(cfg.seed, "proxy"), cfg.cmi.per_class)
+        return None
+    return CMITerm(pool, cfg.cmi.space, generator(cfg.seed, "proxy"), cfg.cmi.per_class)
+
+
+def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    _keep_baseline(cfg)
+    check_config(cfg)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    real = load_real(cfg, device)
+    check_data(cfg, real)
+    weight = float(cfg.cmi.weight)
+    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
+    cmi = _cmi_term(cfg, real, device, weight, method)
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
     optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
     config = OmegaConf.to_container(cfg, resolve=True)
