@@ -116,6 +116,8 @@ def test_a_resumed_run_continues_the_same_wandb_run(tiny, tmp_path, monkeypatch)
         distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
     monkeypatch.setattr(DM, "losses", original)
     distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
-    run_ids = {p.name.rsplit("-", 1)[1] for p in (tmp_path / "wandb").glob("offline-run-*")}
+    # Each offline run directory holds run-<id>.wandb; the resumed run must reuse the id.
+    logs = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    run_ids = {p.stem.removeprefix("run-") for p in logs}
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert run_ids == {checkpoint["logger_run_id"]}
