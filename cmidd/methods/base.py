@@ -19,6 +19,8 @@ from typing import Iterator, Protocol
 
 import torch
 
+from ..runtime import generator
+
 
 class Method(Protocol):
     multi_formulation: bool
@@ -31,3 +33,19 @@ class Method(Protocol):
 
     def load_state_dict(self, state: dict) -> None:
         ...
+
+
+class RandomStreams:
+    """The two streams most methods draw from, real-image sampling and augmentation, derived
+    from the run's seed and kept across checkpoints (``state_dict``)."""
+
+    def __init__(self, seed: int, prefix: str):
+        self.sampler = generator(seed, f"{prefix}/real")
+        self.aug_gen = generator(seed, f"{prefix}/augment")
+
+    def state_dict(self) -> dict:
+        return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.set_state(state["sampler"])
+        self.aug_gen.set_state(state["augment"])

@@ -1,10 +1,11 @@
 """Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023)."""
 import torch
 
-from ..runtime import build_seeded, generator
+from ..runtime import build_seeded
+from .base import RandomStreams
 
 
-class DM:
+class DM(RandomStreams):
     """Each iteration draws a freshly initialized, frozen network and, class by class, matches the
     mean embedding of augmented real and synthetic images (one shared DSA draw per class):
 
@@ -16,15 +17,7 @@ class DM:
     def __init__(self, net, batch_real: int, augment, real, seed: int, device):
         self.make_net, self.batch_real, self.augment = net, batch_real, augment
         self.real, self.seed, self.device = real, seed, device
-        self.sampler = generator(seed, "dm/real")
-        self.aug_gen = generator(seed, "dm/augment")
-
-    def state_dict(self) -> dict:
-        return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.set_state(state["sampler"])
-        self.aug_gen.set_state(state["augment"])
+        super().__init__(seed, "dm")
 
     def _network(self, iteration: int):
         c, h, _ = self.real.shape

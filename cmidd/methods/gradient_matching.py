@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..runtime import build_seeded, generator
+from ..runtime import build_seeded
 from ..train import train_classifier
+from .base import RandomStreams
 
 
 def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,7 @@ def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
     return (1 - cosine).sum()
 
 
-class GradientMatching:
+class GradientMatching(RandomStreams):
     multi_formulation = False
 
     def __init__(self, net, augment, batch_real: int, loops: list, lr_net: float,
@@ -36,15 +37,7 @@ class GradientMatching:
         self.outer, self.inner = (int(n) for n in loops)
         self.lr_net, self.batch_train, self.bn_images = lr_net, batch_train, bn_images_per_class
         self.real, self.seed, self.device = real, seed, device
-        self.sampler = generator(seed, "gm/real")
-        self.aug_gen = generator(seed, "gm/augment")
-
-    def state_dict(self) -> dict:
-        return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.set_state(state["sampler"])
-        self.aug_gen.set_state(state["augment"])
+        super().__init__(seed, "gm")
 
     def _freeze_batchnorm(self, net: nn.Module) -> None:
         norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
