@@ -21,7 +21,7 @@ def run(cfg: DictConfig, out_dir: Path):
     if cfg.get("resume"):
         out_dir = Path(cfg.resume)
         if not (out_dir / "checkpoint.pt").is_file():
-            return _fail_in_one_line(UserError(f"resume={out_dir} has no checkpoint.pt"), out_dir)
+            _fail_in_one_line(UserError(f"resume={out_dir} has no checkpoint.pt"))
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
         return instantiate(cfg.task)(cfg, out_dir)
@@ -33,11 +33,11 @@ def run(cfg: DictConfig, out_dir: Path):
     except BaseException as error:
         (out_dir / "error.txt").write_text("".join(traceback.format_exception(error)))
         if isinstance(error, UserError) and not _debug() and not _multirun():
-            _fail_in_one_line(error, out_dir)
+            _fail_in_one_line(error)
         raise
 
 
-def _fail_in_one_line(error: UserError, out_dir: Path):
+def _fail_in_one_line(error: UserError):
     print(f"error: {error}", file=sys.stderr)
     raise SystemExit(2) from None
 

@@ -121,3 +121,26 @@ def test_a_resumed_run_continues_the_same_wandb_run(tiny, tmp_path, monkeypatch)
     run_ids = {p.stem.removeprefix("run-") for p in logs}
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
     assert run_ids == {checkpoint["logger_run_id"]}
+
+
+def test_resume_continues_in_the_named_run_directory(tiny, tmp_path, monkeypatch, capsys):
+    from cmidd import app
+
+    original = DM.losses
+
+    def crash_at_five(self, synthetic, iteration):
+        if iteration == 5:
+            raise KeyboardInterrupt
+        yield from original(self, synthetic, iteration)
+
+    monkeypatch.setattr(DM, "losses", crash_at_five)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny(*RESUMABLE), tmp_path / "first")
+    monkeypatch.setattr(DM, "losses", original)
+    results = app.run(tiny(*RESUMABLE, f"resume={tmp_path / 'first'}"), tmp_path / "elsewhere")
+    assert results["status"] == "finished" and not (tmp_path / "elsewhere").exists()
+    distill(tiny(*RESUMABLE), tmp_path / "whole")
+    assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "first"))
+    with pytest.raises(SystemExit) as stop:
+        app.run(tiny(*RESUMABLE, f"resume={tmp_path / 'whole' / 'nothing'}"), tmp_path / "x")
+    assert stop.value.code == 2 and "has no checkpoint.pt" in capsys.readouterr().err
