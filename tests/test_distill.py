@@ -142,3 +142,9 @@ def test_cmi_none_stays_the_baseline_when_a_weight_is_given(tiny, tmp_path, monk
     monkeypatch.setattr(ProxyPool, "sample", refuse)
     results, _ = run(tiny, tmp_path, "cmi=none", "cmi.weight=100")
     assert results["config"]["cmi"]["weight"] == 0
+
+
+def test_evaluating_along_the_way_does_not_change_the_distillation(tiny, tmp_path):
+    _, quiet = run(tiny, tmp_path / "quiet", "eval.every=0")
+    _, busy = run(tiny, tmp_path / "busy", "eval.every=1")
+    assert torch.equal(quiet.images, busy.images)
