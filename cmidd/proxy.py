@@ -5,6 +5,7 @@ training recipe and the pool seed; proxy ``i`` is ``proxy_{i:03d}.pt`` with a JS
 Proxy ``i`` depends only on (pool seed, i), so a pool of 10 is the first 10 of a pool of 20 and
 pools grow without retraining. A run loads the pool once, into memory.
 """
+import functools
 import hashlib
 import json
 import logging
@@ -79,16 +80,18 @@ def build_pool(directory: Path, make_net, size: int, real, recipe: dict, seed: i
     renamed, the metadata last, so a proxy exists only once complete.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    # The whole training set as one tensor, made once and only if a proxy needs training.
+    train_set = functools.cache(real.train_tensors)
     with FileLock(str(directory) + ".lock"):
-        return [_build_proxy(directory, i, make_net, real, recipe, seed, device, net_config)
-                for i in range(size)]
+        return [_build_proxy(directory, i, make_net, real, train_set, recipe, seed, device,
+                             net_config) for i in range(size)]
 
 
-def _build_proxy(directory, i, make_net, real, recipe, seed, device, net_config) -> dict:
+def _build_proxy(directory, i, make_net, real, train_set, recipe, seed, device, net_config):
     meta_path, weights = directory / f"proxy_{i:03d}.json", directory / f"proxy_{i:03d}.pt"
     if meta_path.exists() and _intact(meta_path, weights, real):
         return json.loads(meta_path.read_text())
-    images, labels = real.train_tensors()
+    images, labels = train_set()
     net = build_seeded(make_net, seed, f"proxy/{i}", **_net_args(real)).to(device)
     train_classifier(net, images, labels, recipe["epochs"], generator=generator(seed, f"proxy/{i}"),
                      lr=recipe["lr"], momentum=recipe["momentum"],

@@ -17,6 +17,20 @@ from conftest import ROOT, TINY
 RESUMABLE = ["iterations=8", "checkpoint.every=2", "eval.every=3"]
 
 
+def crash_at_iteration_five(monkeypatch):
+    """Make DM raise at iteration 5, as if killed after the checkpoint of iteration 4; returns
+    the function that restores it."""
+    original = DM.losses
+
+    def crash(self, synthetic, iteration):
+        if iteration == 5:
+            raise KeyboardInterrupt
+        yield from original(self, synthetic, iteration)
+
+    monkeypatch.setattr(DM, "losses", crash)
+    return lambda: monkeypatch.setattr(DM, "losses", original)
+
+
 def final_images(out_dir):
     return SyntheticSet.load(out_dir / "synthetic.pt").images
 
@@ -24,18 +38,11 @@ def final_images(out_dir):
 def test_a_crash_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
     distill(tiny(*RESUMABLE), tmp_path / "whole")
 
-    original = DM.losses
-
-    def crash_at_five(self, synthetic, iteration):
-        if iteration == 5:
-            raise KeyboardInterrupt  # as if killed after the checkpoint of iteration 4
-        yield from original(self, synthetic, iteration)
-
-    monkeypatch.setattr(DM, "losses", crash_at_five)
+    restore = crash_at_iteration_five(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*RESUMABLE), tmp_path / "resumed")
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["iteration"] == 4
-    monkeypatch.setattr(DM, "losses", original)
+    restore()
     results = distill(tiny(*RESUMABLE), tmp_path / "resumed")
     assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "resumed"))
     assert [p["iteration"] for p in results["accuracy_curve"]] == [0, 3, 6, 8]
@@ -104,17 +111,10 @@ def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
 
 def test_a_resumed_run_continues_the_same_wandb_run(tiny, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    original = DM.losses
-
-    def crash_at_five(self, synthetic, iteration):
-        if iteration == 5:
-            raise KeyboardInterrupt
-        yield from original(self, synthetic, iteration)
-
-    monkeypatch.setattr(DM, "losses", crash_at_five)
+    restore = crash_at_iteration_five(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
-    monkeypatch.setattr(DM, "losses", original)
+    restore()
     distill(tiny(*RESUMABLE, "logger=wandb"), tmp_path)
     # Each offline run directory holds run-<id>.wandb; the resumed run must reuse the id.
     logs = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
@@ -126,17 +126,10 @@ def test_a_resumed_run_continues_the_same_wandb_run(tiny, tmp_path, monkeypatch)
 def test_resume_continues_in_the_named_run_directory(tiny, tmp_path, monkeypatch, capsys):
     from cmidd import app
 
-    original = DM.losses
-
-    def crash_at_five(self, synthetic, iteration):
-        if iteration == 5:
-            raise KeyboardInterrupt
-        yield from original(self, synthetic, iteration)
-
-    monkeypatch.setattr(DM, "losses", crash_at_five)
+    restore = crash_at_iteration_five(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*RESUMABLE), tmp_path / "first")
-    monkeypatch.setattr(DM, "losses", original)
+    restore()
     results = app.run(tiny(*RESUMABLE, f"resume={tmp_path / 'first'}"), tmp_path / "elsewhere")
     assert results["status"] == "finished" and not (tmp_path / "elsewhere").exists()
     distill(tiny(*RESUMABLE), tmp_path / "whole")

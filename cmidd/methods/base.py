@@ -19,7 +19,7 @@ from typing import Iterator, Protocol
 
 import torch
 
-from ..runtime import generator
+from ..runtime import build_seeded, generator
 
 
 class Method(Protocol):
@@ -35,11 +35,14 @@ class Method(Protocol):
         ...
 
 
-class RandomStreams:
-    """The two streams most methods draw from, real-image sampling and augmentation, derived
-    from the run's seed and kept across checkpoints (``state_dict``)."""
+class ClassMatching:
+    """What DM and DC/DSA share: a real-image sampler and an augmentation stream derived from the
+    seed (checkpointable with ``state_dict``), and per-class pairs of real and synthetic batches
+    under one shared (siamese) augmentation draw."""
 
-    def __init__(self, seed: int, prefix: str):
+    def __init__(self, real, augment, batch_real: int, seed: int, device, prefix: str):
+        self.real, self.augment, self.batch_real = real, augment, batch_real
+        self.seed, self.device = seed, device
         self.sampler = generator(seed, f"{prefix}/real")
         self.aug_gen = generator(seed, f"{prefix}/augment")
 
@@ -49,3 +52,19 @@ class RandomStreams:
     def load_state_dict(self, state: dict) -> None:
         self.sampler.set_state(state["sampler"])
         self.aug_gen.set_state(state["augment"])
+
+    def fresh_network(self, name: str):
+        """A network of ``make_net`` initialized from (seed, name), on the device."""
+        c, h, _ = self.real.shape
+        return build_seeded(self.make_net, self.seed, name, in_channels=c,
+                            num_classes=self.real.num_classes, image_size=h).to(self.device)
+
+    def class_pairs(self, synthetic):
+        """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class."""
+        images, labels = synthetic.decoded()
+        for c in range(self.real.num_classes):
+            real = self.real.sample(c, self.batch_real, self.sampler)
+            syn = images[labels == c]
+            draw = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
+                                     shared=True)
+            yield c, self.augment.apply(real, draw), self.augment.apply(syn, draw), labels[labels == c]

@@ -1,11 +1,10 @@
 """Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023)."""
 import torch
 
-from ..runtime import build_seeded
-from .base import RandomStreams
+from .base import ClassMatching
 
 
-class DM(RandomStreams):
+class DM(ClassMatching):
     """Each iteration draws a freshly initialized, frozen network and, class by class, matches the
     mean embedding of augmented real and synthetic images (one shared DSA draw per class):
 
@@ -15,26 +14,14 @@ class DM(RandomStreams):
     multi_formulation = False
 
     def __init__(self, net, batch_real: int, augment, real, seed: int, device):
-        self.make_net, self.batch_real, self.augment = net, batch_real, augment
-        self.real, self.seed, self.device = real, seed, device
-        super().__init__(seed, "dm")
-
-    def _network(self, iteration: int):
-        c, h, _ = self.real.shape
-        net = build_seeded(self.make_net, self.seed, f"dm/net/{iteration}", in_channels=c,
-                           num_classes=self.real.num_classes, image_size=h)
-        return net.to(self.device).train().requires_grad_(False)
+        super().__init__(real, augment, batch_real, seed, device, "dm")
+        self.make_net = net
 
     def losses(self, synthetic, iteration: int):
-        net = self._network(iteration)
-        images, labels = synthetic.decoded()
+        net = self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False)
         loss = 0.0
-        for c in range(self.real.num_classes):
-            real = self.real.sample(c, self.batch_real, self.sampler)
-            syn = images[labels == c]
-            params = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
-                                       shared=True)
+        for _, real, syn, _ in self.class_pairs(synthetic):
             with torch.no_grad():
-                target = net.embed(self.augment.apply(real, params)).mean(0)
-            loss = loss + (target - net.embed(self.augment.apply(syn, params)).mean(0)).pow(2).sum()
+                target = net.embed(real).mean(0)
+            loss = loss + (target - net.embed(syn).mean(0)).pow(2).sum()
         yield loss

@@ -14,9 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..runtime import build_seeded
 from ..train import train_classifier
-from .base import RandomStreams
+from .base import ClassMatching
 
 
 def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
@@ -28,16 +27,15 @@ def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
     return (1 - cosine).sum()
 
 
-class GradientMatching(RandomStreams):
+class GradientMatching(ClassMatching):
     multi_formulation = False
 
     def __init__(self, net, augment, batch_real: int, loops: list, lr_net: float,
                  batch_train: int, bn_images_per_class: int, real, seed: int, device):
-        self.make_net, self.augment, self.batch_real = net, augment, batch_real
+        super().__init__(real, augment, batch_real, seed, device, "gm")
+        self.make_net = net
         self.outer, self.inner = (int(n) for n in loops)
         self.lr_net, self.batch_train, self.bn_images = lr_net, batch_train, bn_images_per_class
-        self.real, self.seed, self.device = real, seed, device
-        super().__init__(seed, "gm")
 
     def _freeze_batchnorm(self, net: nn.Module) -> None:
         norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -52,26 +50,17 @@ class GradientMatching(RandomStreams):
             module.eval()
 
     def _match(self, net: nn.Module, params: list, synthetic) -> torch.Tensor:
-        images, labels = synthetic.decoded()
         loss = 0.0
-        for c in range(self.real.num_classes):
-            real = self.real.sample(c, self.batch_real, self.sampler)
-            syn = images[labels == c]
-            draw = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
-                                     shared=True)
+        for c, real, syn, syn_labels in self.class_pairs(synthetic):
             target = torch.full((len(real),), c, device=real.device)
-            g_real = torch.autograd.grad(F.cross_entropy(net(self.augment.apply(real, draw)), target),
-                                         params)
-            g_syn = torch.autograd.grad(F.cross_entropy(net(self.augment.apply(syn, draw)),
-                                                        labels[labels == c]),
-                                        params, create_graph=True)
+            g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
+            g_syn = torch.autograd.grad(F.cross_entropy(net(syn), syn_labels), params,
+                                        create_graph=True)
             loss = loss + sum(layer_distance(r.detach(), s) for r, s in zip(g_real, g_syn))
         return loss
 
     def losses(self, synthetic, iteration: int):
-        c, h, _ = self.real.shape
-        net = build_seeded(self.make_net, self.seed, f"gm/net/{iteration}", in_channels=c,
-                           num_classes=self.real.num_classes, image_size=h).to(self.device)
+        net = self.fresh_network(f"gm/net/{iteration}")
         params = list(net.parameters())
         for step in range(self.outer):
             self._freeze_batchnorm(net)
