@@ -2,8 +2,9 @@
 
     L = L_DD + cmi.weight * CMI_emp(S)
 
-computed on the un-augmented (decoded) synthetic set, once per iteration, with the first loss
-the method yields. With weight 0 the proxy never runs.
+computed on the un-augmented (decoded) synthetic set, once per iteration (or every ``cmi_every``
+iterations, the paper's cheaper variant), with the first loss the method yields. With weight 0
+the proxy never runs.
 """
 import json
 import logging
@@ -36,12 +37,12 @@ def write_json(path: Path, data: dict) -> None:
 
 class Distillation:
     def __init__(self, synthetic, method, optimizer, iterations: int, evaluator, real, seed: int,
-                 out_dir: Path, logger, cmi=None, weight: float = 0.0,
+                 out_dir: Path, logger, cmi=None, weight: float = 0.0, cmi_every: int = 1,
                  log_every: int = 50, config: dict = None, checkpointer=None):
         self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi, self.weight = Path(out_dir), logger, cmi, weight
-        self.log_every, self.checkpointer = log_every, checkpointer
+        self.log_every, self.checkpointer, self.cmi_every = log_every, checkpointer, cmi_every
         self.done = 0  # iterations completed
         self.results = {"accuracy": {}, "accuracy_curve": [], "cmi": {"start": None, "end": None},
                         "iterations": iterations, "seconds_per_iteration": None,
@@ -68,7 +69,7 @@ class Distillation:
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
             losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss")
-            if k == 0 and self.weight > 0:
+            if k == 0 and self.weight > 0 and iteration % self.cmi_every == 0:
                 cmi = self.cmi(*self.synthetic.decoded())
                 total = loss + self.weight * cmi
                 losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term")

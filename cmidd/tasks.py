@@ -112,7 +112,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     logger = instantiate(cfg.logger)(config=config, out_dir=out_dir, labels=run_labels(cfg),
                                      run_id=state and state["logger_run_id"])
     run = Distillation(synthetic, method, optimizer, cfg.iterations, instantiate(cfg.eval), real,
-                       cfg.seed, out_dir, logger, cmi=cmi, weight=weight, log_every=cfg.log_every,
+                       cfg.seed, out_dir, logger, cmi=cmi, weight=weight, cmi_every=cfg.cmi.every, log_every=cfg.log_every,
                        config=config, checkpointer=checkpointer)
     checkpointer.install_signal_handlers()
     try:

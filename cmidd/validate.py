@@ -29,17 +29,24 @@ def _number(cfg: DictConfig, key: str, minimum: float, integer: bool):
     return value
 
 
+def _choice(cfg: DictConfig, key: str, choices: tuple):
+    value = _value(cfg, key)
+    if value not in choices:
+        names = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
+        raise UserError(f"{key}={value} is invalid: it must be one of {names}")
+
+
 def check_config(cfg: DictConfig) -> None:
     """The settings of a distillation run."""
     _number(cfg, "ipc", 1, integer=True)
     _number(cfg, "iterations", 0, integer=True)
     _number(cfg, "cmi.weight", 0, integer=False)
+    _number(cfg, "cmi.every", 1, integer=True)
     _number(cfg, "eval.models", 1, integer=True)
     _number(cfg, "eval.epochs", 1, integer=True)
     _number(cfg, "proxy.pool_size", 1, integer=True)
-    space = _value(cfg, "cmi.space")
-    if space not in SPACES:
-        raise UserError(f"cmi.space={space} is invalid: it must be one of {', '.join(SPACES)}")
+    _choice(cfg, "cmi.space", SPACES)
+    _choice(cfg, "eval.vectorize", ("auto", True, False))
     check_device(cfg.device)
     check_data_source(cfg)
 

@@ -148,3 +148,11 @@ def test_evaluating_along_the_way_does_not_change_the_distillation(tiny, tmp_pat
     _, quiet = run(tiny, tmp_path / "quiet", "eval.every=0")
     _, busy = run(tiny, tmp_path / "busy", "eval.every=1")
     assert torch.equal(quiet.images, busy.images)
+
+
+def test_cmi_every_k_iterations_runs_the_proxy_on_those_iterations_only(tiny, tmp_path, monkeypatch):
+    sampled = []
+    original = ProxyPool.sample
+    monkeypatch.setattr(ProxyPool, "sample", lambda self, g: sampled.append(1) or original(self, g))
+    run(tiny, tmp_path / "every", "iterations=7", "cmi.every=3", "cmi.weight=10")
+    assert len(sampled) == 3  # iterations 0, 3 and 6

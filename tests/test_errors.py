@@ -9,7 +9,7 @@ from conftest import ROOT, TINY
 CASES = {
     "ipc=0": "ipc=0", "ipc=-3": "ipc=-3", "iterations=-1": "iterations=-1",
     "cmi.weight=-1": "cmi.weight=-1", "cmi.space=logits": "cmi.space=logits",
-    "eval.models=0": "eval.models=0", "ipc=500 cmi.weight=1": "ipc=500",
+    "eval.models=0": "eval.models=0", "eval.vectorize=sometimes": "eval.vectorize=sometimes", "ipc=500 cmi.weight=1": "ipc=500",
     "dataset=imagefolder cmi.weight=1 dataset.loader.root=/no/such/dir":
         "dataset.loader.root=/no/such/dir",
     "dataset=cifar10 cmi.weight=1 data_root=/no/such/dir": "data_root=/no/such/dir",

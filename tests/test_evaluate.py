@@ -18,6 +18,20 @@ def test_evaluating_a_saved_set_reproduces_the_final_accuracy(tiny, tmp_path):
     assert again["accuracy"] == distilled["accuracy"]
 
 
+@pytest.mark.parametrize("net", ["convnet", "convnet_bn"])
+def test_vectorized_training_gives_the_sequential_accuracies(tiny, tmp_path, net):
+    """Networks trained together as one vmapped model keep their own initialization, batch order
+    and augmentation: each accuracy equals training it alone (BatchNorm statistics included)."""
+    distill(tiny("iterations=0"), tmp_path / "run")
+    common = ["task=evaluate", "eval.models=3", "eval.epochs=4", f"net@eval.nets.convnet={net}",
+              "eval.nets.convnet.width=8", f"synthetic={tmp_path / 'run' / 'synthetic.pt'}"]
+    alone = evaluate(tiny(*common, "eval.vectorize=false"), tmp_path / "alone")["accuracy"]
+    together = evaluate(tiny(*common, "eval.vectorize=true"), tmp_path / "together")["accuracy"]
+    runs = alone["convnet"]["runs"], together["convnet"]["runs"]
+    assert len(set(runs[0])) > 1, "the networks should differ, or the test proves little"
+    assert runs[0] == pytest.approx(runs[1], abs=2 / 540)  # at most one test image in 540 flips
+
+
 def test_a_set_for_other_data_is_refused(tiny, tmp_path):
     distill(tiny(), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "synthetic.pt", weights_only=True)
