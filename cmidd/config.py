@@ -1,4 +1,5 @@
 """OmegaConf resolvers used by the config files; registered when ``cmidd`` is imported."""
+import hashlib
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -21,9 +22,14 @@ def paper_table(path: str, *keys, _root_):
     return node
 
 
-def job_dir(override_dirname: str) -> str:
-    """A sweep job's directory name from its overrides: one path component, never empty."""
-    return override_dirname.replace("/", "_") or "defaults"
+def job_dir(override_dirname: str, limit: int = 200) -> str:
+    """A sweep job's directory name from its overrides: one path component, never empty, and
+    short enough for the file system (255 bytes): a long one keeps its start and a hash."""
+    name = override_dirname.replace("/", "_") or "defaults"
+    if len(name.encode()) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[:limit - 13].decode(errors='ignore')}~{digest}"
 
 
 def register() -> None:

@@ -72,19 +72,23 @@ def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, clas
                     class_names=list(class_names or range(classes)))
 
 
-def _to_tensors(dataset) -> tuple:
-    """Stack a dataset of (uint8 tensor image, label) items into float images in [0, 1]."""
+def _to_uint8(dataset) -> tuple:
+    """Stack a dataset of (uint8 tensor image, label) items into one uint8 tensor and labels."""
     loader = DataLoader(dataset, batch_size=1000, num_workers=min(2, os.cpu_count() or 1))
     xs, ys = zip(*loader)
-    return torch.cat(xs).float().div_(255), torch.cat(ys).long()
+    return torch.cat(xs), torch.cat(ys).long()
+
+
+def _from_uint8(name, train, test, mean, std, device, class_names) -> RealData:
+    (train_x, train_y), (test_x, test_y) = train, test
+    return from_tensors(name, train_x.float().div_(255), train_y, test_x.float().div_(255), test_y,
+                        mean, std, device, class_names)
 
 
 def load_torchvision(name: str, train, test, device, mean=None, std=None) -> RealData:
     """``train``/``test`` are torchvision datasets (built from config) yielding uint8 tensors."""
-    train_x, train_y = _to_tensors(train)
-    test_x, test_y = _to_tensors(test)
-    return from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device,
-                        getattr(train, "classes", None))
+    return _from_uint8(name, _to_uint8(train), _to_uint8(test), mean, std, device,
+                       getattr(train, "classes", None))
 
 
 def load_digits(name: str, device, test_fraction: float = 0.3, split_seed: int = 0,
@@ -124,13 +128,37 @@ def unpack_once(archive: str, target: str) -> Path:
     return target
 
 
-def load_imagefolder(name: str, root: str, device, archive: str = None, mean=None,
-                     std=None) -> RealData:
-    """``root/train`` and ``root/test`` in ImageFolder layout (TinyImageNet, custom data); with
-    ``archive``, ``root`` is first unpacked from it (once)."""
+def _decoded_once(root: Path) -> dict:
+    """The ImageFolder splits of ``root`` as uint8 tensors, decoded from JPEG/PNG once and kept
+    beside ``root`` (decoding CIFAR-10's 60,000 JPEGs takes minutes; reading the tensors, a
+    second)."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import PILToTensor
 
-    root = unpack_once(archive, root) if archive else Path(root).expanduser()
-    splits = [ImageFolder(str(root / split), transform=PILToTensor()) for split in ("train", "test")]
+    cache = root.with_name(f".{root.name}.uint8.pt")
+    if cache.is_file():
+        return torch.load(cache, weights_only=True)
+    splits = {split: ImageFolder(str(root / split), transform=PILToTensor())
+              for split in ("train", "test")}
+    decoded = {split: _to_uint8(data) for split, data in splits.items()}
+    decoded["classes"] = splits["train"].classes
+    staging = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+    torch.save(decoded, staging)
+    os.replace(staging, cache)
+    return decoded
+
+
+def load_imagefolder(name: str, root: str, device, archive: str = None, mean=None,
+                     std=None) -> RealData:
+    """``root/train`` and ``root/test`` in ImageFolder layout (TinyImageNet, custom data); with
+    ``archive``, ``root`` is first unpacked from it (once) and its decoded tensors are cached."""
+    from torchvision.datasets import ImageFolder
+    from torchvision.transforms import PILToTensor
+
+    if archive:
+        decoded = _decoded_once(unpack_once(archive, root))
+        return _from_uint8(name, decoded["train"], decoded["test"], mean, std, device,
+                           decoded["classes"])
+    splits = [ImageFolder(str(Path(root).expanduser() / split), transform=PILToTensor())
+              for split in ("train", "test")]
     return load_torchvision(name, *splits, device=device, mean=mean, std=std)

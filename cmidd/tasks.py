@@ -2,6 +2,7 @@
 import logging
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -93,19 +94,29 @@ def _cmi_term(cfg: DictConfig, real, device, weight: float, method):
     return CMITerm(pool, cfg.cmi.space, generator(cfg.seed, "proxy"), cfg.cmi.per_class)
 
 
-def distill(cfg: DictConfig, out_dir: Path) -> dict:
+def components(cfg: DictConfig, real=None) -> SimpleNamespace:
+    """What a distillation run is made of, built from config: the real data, the method, the CMI
+    term, the synthetic set and its optimizer (also used by benchmarks/run.py)."""
     _keep_baseline(cfg)
     check_config(cfg)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    real = load_real(cfg, device)
+    real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)
     weight = float(cfg.cmi.weight)
     method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
     cmi = _cmi_term(cfg, real, device, weight, method)
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
     optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
+    return SimpleNamespace(device=device, real=real, weight=weight, method=method, cmi=cmi,
+                           synthetic=synthetic, optimizer=optimizer)
+
+
+def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    parts = components(cfg)
+    real, weight, method, cmi = parts.real, parts.weight, parts.method, parts.cmi
+    synthetic, optimizer = parts.synthetic, parts.optimizer
+    out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
     state = checkpointer.load(config)

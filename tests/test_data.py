@@ -31,3 +31,8 @@ def test_cifar10_jpg_preset_unpacks_once_and_loads(tmp_path):
     # the pixel std (0.25): zero mean and a std of about 1.2, as in the papers' runs.
     assert abs(real.test_images.mean().item()) < 0.1 and 1.1 < real.test_images.std().item() < 1.35
     assert (tmp_path / "data" / "cifar10-jpg" / "train").is_dir()
+    # The decoded tensors are kept beside the unpacked files, and a second load reads them.
+    assert (tmp_path / "data" / ".cifar10-jpg.uint8.pt").is_file()
+    again = instantiate(cfg.dataset.loader, device="cpu")
+    assert torch.equal(again.test_images, real.test_images) and again.class_names == real.class_names
+    assert torch.equal(again.train[3], real.train[3])

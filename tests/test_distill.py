@@ -156,3 +156,11 @@ def test_cmi_every_k_iterations_runs_the_proxy_on_those_iterations_only(tiny, tm
     monkeypatch.setattr(ProxyPool, "sample", lambda self, g: sampled.append(1) or original(self, g))
     run(tiny, tmp_path / "every", "iterations=7", "cmi.every=3", "cmi.weight=10")
     assert len(sampled) == 3  # iterations 0, 3 and 6
+
+
+def test_fusing_the_classes_into_one_forward_leaves_the_set_unchanged(tiny, tmp_path):
+    _, fused = run(tiny, tmp_path / "fused", "method.algorithm.fuse_classes=true")
+    _, apart = run(tiny, tmp_path / "apart", "method.algorithm.fuse_classes=false")
+    _, start = run(tiny, tmp_path / "start", "iterations=0")
+    assert not torch.allclose(start.images, apart.images)
+    assert torch.allclose(fused.images, apart.images, atol=1e-5)

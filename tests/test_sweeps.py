@@ -143,3 +143,12 @@ def test_runs_of_a_sweep_share_a_wandb_group_and_carry_tags(tmp_path, cache):
                   if json.loads(line).get("type") == "run"]
         assert run["run_group"] == sweep_dir.name
         assert {"study:curve", "method:dm", "dataset:digits", "ipc:10"} <= set(run["tags"])
+
+
+def test_a_long_override_list_still_makes_a_valid_distinct_directory_name():
+    from cmidd.config import job_dir
+
+    long = ",".join(f"method.algorithm.key_{i}={i}" for i in range(30))
+    other = long.replace("key_29=29", "key_29=30")
+    assert len(job_dir(long).encode()) <= 200 and job_dir(long) != job_dir(other)
+    assert job_dir("cmi=none,seed=1") == "cmi=none,seed=1"

@@ -1,0 +1,151 @@
+"""In-process measurements for benchmarks/run.py: cost per iteration, evaluation cost, memory.
+
+Every timing that is compared is measured side by side in one process, alternating, and
+reported as a ratio: absolute seconds on a shared machine are noisy, ratios much less so.
+"""
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cmidd.cmi import empirical_cmi, per_class_cmi  # noqa: E402
+from cmidd.distill import Distillation  # noqa: E402
+from cmidd.runtime import build_seeded, resolve_device  # noqa: E402
+from cmidd.synthetic import SyntheticSet  # noqa: E402
+from cmidd.tasks import components  # noqa: E402
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _loop(parts, cmi_every: int = 1) -> Distillation:
+    """A distillation loop without evaluation or logging, for timing its steps."""
+    return Distillation(parts.synthetic, parts.method, parts.optimizer, 0, None, parts.real, 0,
+                        Path(tempfile.gettempdir()), None, cmi=parts.cmi, weight=parts.weight,
+                        cmi_every=cmi_every)
+
+
+def iteration_cost(compose, overrides: list, iterations: int, every: int) -> dict:
+    """Seconds per iteration of the base method, base+CMI, and base+CMI every ``every``
+    iterations, stepping the three loops in turn (rotating who goes first) on the same data."""
+    base = components(compose([*overrides, "cmi.weight=0"]))
+    with_cmi = components(compose(overrides), real=base.real)
+    sparse = components(compose(overrides), real=base.real)
+    loops = {"base": _loop(base), "cmi": _loop(with_cmi), f"cmi_every_{every}": _loop(sparse, every)}
+    seconds = {name: [] for name in loops}
+    names = list(loops)
+    for it in range(iterations + 1):  # iteration 0 warms up (allocations, lazy init) untimed
+        for name in names[it % len(names):] + names[:it % len(names)]:
+            _sync(base.device)
+            tic = time.perf_counter()
+            loops[name]._step(it)
+            _sync(base.device)
+            if it > 0:
+                seconds[name].append(time.perf_counter() - tic)
+    # iterations 1..n: with every=5 and n a multiple of 5, the CMI runs on n/5 of them.
+    mean = {name: statistics.fmean(s) for name, s in seconds.items()}
+    return {"seconds_per_iteration": mean, "iterations_timed": iterations,
+            "weight": with_cmi.weight, "ratio_cmi": mean["cmi"] / mean["base"],
+            f"ratio_cmi_every_{every}": mean[f"cmi_every_{every}"] / mean["base"]}
+
+
+def fusion_speedup(compose, overrides: list, iterations: int) -> dict:
+    """DM+CMI seconds per iteration with the classes embedded one forward each (before) and in
+    one forward (after, ``fuse_classes``), alternating; the two give the same loss."""
+    before = components(compose([*overrides, "method.algorithm.fuse_classes=false"]))
+    after = components(compose([*overrides, "method.algorithm.fuse_classes=true"]), real=before.real)
+    loops = {"before": _loop(before), "after": _loop(after)}
+    seconds = {name: [] for name in loops}
+    for it in range(iterations + 1):
+        for name in (("before", "after") if it % 2 else ("after", "before")):
+            _sync(before.device)
+            tic = time.perf_counter()
+            loops[name]._step(it)
+            _sync(before.device)
+            if it > 0:
+                seconds[name].append(time.perf_counter() - tic)
+    mean = {name: statistics.fmean(s) for name, s in seconds.items()}
+    return {"seconds_per_iteration": mean, "iterations_timed": iterations,
+            "speedup": mean["before"] / mean["after"]}
+
+
+def evaluation_cost(compose, overrides: list, epochs: tuple) -> dict:
+    """Seconds to evaluate a random-real synthetic set with the config's protocol, trained one
+    network after another and as one vectorized model. Each is timed at two epoch counts and
+    extrapolated linearly to the protocol's epochs (training is linear in epochs; testing is
+    the intercept)."""
+    cfg = compose(overrides)
+    parts = components(compose([*overrides, "cmi=none"]))
+    images, labels = parts.synthetic.decoded()
+    timings = {}
+    for epoch_count in epochs:
+        for vectorize in (False, True):
+            evaluator = instantiate(cfg.eval, epochs=epoch_count, vectorize=vectorize)
+            _sync(parts.device)
+            tic = time.perf_counter()
+            evaluator(images, labels, parts.real, cfg.seed)
+            _sync(parts.device)
+            timings[(vectorize, epoch_count)] = time.perf_counter() - tic
+    low, high = epochs
+    out = {"models": cfg.eval.models, "epochs": cfg.eval.epochs, "architectures": list(cfg.eval.nets),
+           "measured": {f"{'vectorized' if v else 'sequential'}@{e}": t for (v, e), t in timings.items()}}
+    for vectorize, name in ((False, "sequential"), (True, "vectorized")):
+        slope = (timings[(vectorize, high)] - timings[(vectorize, low)]) / (high - low)
+        out[f"{name}_seconds"] = timings[(vectorize, low)] + slope * (cfg.eval.epochs - low)
+    out["speedup_vectorized"] = out["sequential_seconds"] / out["vectorized_seconds"]
+    return out
+
+
+def _memory_child(spec: dict) -> dict:
+    """One CMI forward and backward (or only the set-up) in this process; its peak memory."""
+    device = resolve_device(spec["device"])
+    make = instantiate(spec["net"])
+    proxy = build_seeded(make, 0, "proxy", in_channels=3, num_classes=spec["classes"],
+                         image_size=32).to(device).requires_grad_(False)
+    n = spec["classes"] * spec["ipc"]
+    images = torch.randn(n, 3, 32, 32, device=device, requires_grad=True)
+    labels = torch.arange(spec["classes"], device=device).repeat_interleave(spec["ipc"])
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        start = torch.cuda.max_memory_allocated(device)
+    if spec["mode"] == "whole":
+        empirical_cmi(proxy.embed(images), labels).backward()
+    elif spec["mode"] == "per_class":
+        per_class_cmi(proxy.embed, images, labels).backward()
+    if device.type == "cuda":
+        return {"peak_bytes": torch.cuda.max_memory_allocated(device) - start}
+    return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
+def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
+    """Peak memory of the CMI term (forward and backward) for ``classes`` x ``ipc`` synthetic
+    32x32 images, over the whole set at once and class by class. On the CPU each mode runs in a
+    fresh process and the set-up alone is subtracted (peak resident memory); on CUDA, the peak
+    of allocated memory."""
+    out = {"classes": classes, "ipc": ipc, "net": net, "device": device}
+    for mode in ("setup", "whole", "per_class"):
+        spec = json.dumps({"net": net, "classes": classes, "ipc": ipc, "device": device, "mode": mode})
+        done = subprocess.run([sys.executable, __file__, spec], capture_output=True, text=True,
+                              check=True, cwd=ROOT)
+        out[f"{mode}_bytes"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+    for mode in ("whole", "per_class"):
+        cost = out[f"{mode}_bytes"] - (0 if device == "cuda" else out["setup_bytes"])
+        out[f"{mode}_mib"] = max(cost, 0) / 2**20
+    out["ratio_whole_to_per_class"] = out["whole_mib"] / max(out["per_class_mib"], 1e-9)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_memory_child(json.loads(sys.argv[1]))))

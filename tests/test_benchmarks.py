@@ -1,0 +1,35 @@
+"""benchmarks/run.py --quick: the whole benchmark pipeline on tiny digits (not its numbers)."""
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
+    out = tmp_path / "bench"
+    env = {**os.environ, "CMIDD_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--device", "cpu",
+                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((out / "benchmarks.json").read_text())
+    sections = report["sections"]
+    assert set(sections) == {"accuracy", "cost", "paper_step", "evaluation", "memory"}
+    assert sections["paper_step"]["speedup"] > 0
+    for method in ("dm", "dsa"):
+        acc = sections["accuracy"][method]
+        assert not acc["failed"], acc["failed"]
+        for row in ("random", "base", "cmi"):
+            assert acc[row]["done"] == 2 and 0 <= acc[row]["mean"] <= 1, (method, row, acc[row])
+        assert acc["base"]["weight"] == 0 and acc["cmi"]["weight"] == 100
+        assert [it for it, _ in acc["convergence"]["curves"]["cmi"]] == [0, 2, 4]
+        cost = sections["cost"][method]
+        assert cost["ratio_cmi"] > 0 and cost["seconds_per_iteration"]["base"] > 0
+    assert sections["accuracy"]["dm"]["cmi_every"]["done"] == 2
+    assert sections["evaluation"]["protocol"]["speedup_vectorized"] > 0
+    assert sections["memory"]["whole_bytes"] > 0
+    summary = (out / "summary.md").read_text()
+    assert "## Accuracy" in summary and "## Cost per iteration" in summary
+    assert "python benchmarks/run.py --quick" in summary
