@@ -1,7 +1,8 @@
 """Differentiable Siamese Augmentation (Zhao & Bilen, ICML 2021), with explicit generators.
 
 As in the DSA reference ("S" mode), each call picks one operation group at random and applies it
-with per-sample parameters, or one set of parameters for the whole batch (``shared``). Parameters
+with per-sample parameters, or one set of parameters for the whole batch (``shared``); with
+``compose`` every operation of the strategy is applied in turn (IDC's augmentation). Parameters
 are drawn first (``draw``) on a CPU generator, then applied (``apply``) to any number of batches:
 applying one shared draw to a real and a synthetic batch is the siamese augmentation, and the
 result does not depend on the device.
@@ -16,11 +17,11 @@ OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 class DSA:
     def __init__(self, strategy=OPS, scale=1.2, rotate=15.0, flip=0.5, brightness=1.0,
-                 saturation=2.0, contrast=0.5, crop_pad=0.125, cutout=0.5):
+                 saturation=2.0, contrast=0.5, crop_pad=0.125, cutout=0.5, compose=False):
         unknown = set(strategy) - set(OPS)
         if unknown or not strategy:
             raise ValueError(f"augment.strategy={list(strategy)} must be a non-empty subset of {list(OPS)}")
-        self.strategy = tuple(strategy)
+        self.strategy, self.compose = tuple(strategy), compose
         self.ratio = dict(scale=scale, rotate=rotate, flip=flip, brightness=brightness,
                           saturation=saturation, contrast=contrast, crop_pad=crop_pad, cutout=cutout)
 
@@ -28,7 +29,13 @@ class DSA:
         """Parameters for up to ``n`` samples of spatial ``size`` (H, W): per sample, or with
         ``shared`` one draw for the whole batch (the reference's "batchmode", which DM and DSA
         use so that every real and synthetic image of a class gets the same transform)."""
+        if self.compose:
+            return {"op": "sequence", "steps": [self._draw_op(op, n, size, generator, shared)
+                                                for op in self.strategy]}
         op = self.strategy[torch.randint(len(self.strategy), (1,), generator=generator).item()]
+        return self._draw_op(op, n, size, generator, shared)
+
+    def _draw_op(self, op, n, size, generator, shared):
         params = getattr(self, f"_draw_{op}")(1 if shared else n, size, generator)
         if shared:
             params = {k: v.expand(n) if torch.is_tensor(v) else v for k, v in params.items()}
@@ -62,6 +69,10 @@ class DSA:
         return {"angle": (torch.rand(n, generator=gen) - 0.5) * 2 * self.ratio["rotate"] / 180 * math.pi}
 
     def apply(self, x: torch.Tensor, params: dict) -> torch.Tensor:
+        if params["op"] == "sequence":
+            for step in params["steps"]:
+                x = self.apply(x, step)
+            return x
         n = x.shape[0]
         p = {k: v[:n].to(x.device) if torch.is_tensor(v) else v for k, v in params.items()}
         return getattr(self, "_" + p["op"])(x, p).contiguous()

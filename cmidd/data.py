@@ -47,6 +47,19 @@ class RealData:
         index = torch.randperm(len(images), generator=generator)[:n]
         return images[index.to(images.device)]
 
+    def sample_mixed(self, n: int, generator: torch.Generator) -> tuple:
+        """``n`` distinct random training images drawn over all classes, and their labels."""
+        sizes = torch.tensor([len(x) for x in self.train])
+        ends = sizes.cumsum(0)
+        index = torch.randperm(int(ends[-1]), generator=generator)[:n]
+        labels = torch.searchsorted(ends, index, right=True)
+        within = index - (ends - sizes)[labels]
+        classes = labels.unique().tolist()
+        images = torch.cat([self.train[c][within[labels == c].to(self.train[c].device)]
+                            for c in classes])
+        labels = torch.cat([torch.full((int((labels == c).sum()),), c) for c in classes])
+        return images, labels.to(images.device)
+
     def train_tensors(self) -> tuple:
         images = torch.cat(self.train)
         labels = torch.cat([torch.full((len(x),), c, device=x.device) for c, x in enumerate(self.train)])

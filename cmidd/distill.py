@@ -69,7 +69,8 @@ class Distillation:
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
             losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss")
-            if k == 0 and self.weight > 0 and iteration % self.cmi_every == 0:
+            first = k == 0 or getattr(self.method, "cmi_each_step", False)
+            if first and self.weight > 0 and iteration % self.cmi_every == 0:
                 cmi = self.cmi(*self.synthetic.decoded())
                 total = loss + self.weight * cmi
                 losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term")

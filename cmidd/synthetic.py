@@ -2,10 +2,37 @@
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
 from .errors import UserError
+
+
+def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple:
+    """IDC's multi-formulation: each stored image [C, H, W] holds factor x factor smaller images;
+    each patch is upsampled (bilinear) back to H x W and keeps the stored image's label, so N
+    stored images decode into N * factor^2 training images."""
+    if factor == 1:
+        return images, labels
+    n, c, h, w = images.shape
+    ph, pw = h // factor, w // factor
+    patches = images[..., :ph * factor, :pw * factor].unfold(2, ph, ph).unfold(3, pw, pw)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * factor ** 2, c, ph, pw)
+    return (F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False),
+            labels.repeat_interleave(factor ** 2))
+
+
+def encode(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Tile groups of factor^2 images [N * factor^2, C, H, W], downsampled, into N stored images
+    (the initialization of a multi-formulation set from real images)."""
+    if factor == 1:
+        return images
+    m, c, h, w = images.shape
+    small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear",
+                          align_corners=False, antialias=True)
+    grid = small.reshape(m // factor ** 2, factor, factor, c, h // factor, w // factor)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(m // factor ** 2, c, h, w)
 
 
 class SyntheticSet(nn.Module):
@@ -19,21 +46,25 @@ class SyntheticSet(nn.Module):
         self.mean, self.std, self.factor = tuple(mean), tuple(std), int(factor)
 
     @classmethod
-    def from_real(cls, real, ipc: int, generator: torch.Generator, init: str = "real"):
-        """``ipc`` images per class, from distinct random real images or Gaussian noise."""
+    def from_real(cls, real, ipc: int, generator: torch.Generator, init: str = "real",
+                  factor: int = 1):
+        """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
+        downsampled and tiled, per stored image) or Gaussian noise."""
         if init not in ("real", "noise"):
             raise ValueError(f"method.init={init!r} is not one of real, noise")
         if init == "real":
-            images = torch.cat([real.sample(c, ipc, generator) for c in range(real.num_classes)])
+            images = torch.cat([encode(real.sample(c, ipc * factor ** 2, generator), factor)
+                                for c in range(real.num_classes)])
         else:
             images = torch.randn(real.num_classes * ipc, *real.shape, generator=generator)
         labels = torch.arange(real.num_classes).repeat_interleave(ipc)
         device = real.test_images.device
-        return cls(images.to(device), labels.to(device), real.mean, real.std)
+        return cls(images.to(device), labels.to(device), real.mean, real.std, factor)
 
     def decoded(self) -> tuple:
-        """The training images and their labels (the stored ones when factor is 1)."""
-        return self.images, self.labels
+        """The training images and their labels: the stored ones when ``factor`` is 1, else
+        factor^2 decoded images per stored image."""
+        return decode(self.images, self.labels, self.factor)
 
     def by_class(self, label: int) -> torch.Tensor:
         return self.images[self.labels == label]

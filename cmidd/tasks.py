@@ -106,7 +106,8 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     weight = float(cfg.cmi.weight)
     method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
     cmi = _cmi_term(cfg, real, device, weight, method)
-    synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init)
+    synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init,
+                                       cfg.method.get("factor", 1))
     optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
     return SimpleNamespace(device=device, real=real, weight=weight, method=method, cmi=cmi,
                            synthetic=synthetic, optimizer=optimizer)

@@ -2,5 +2,7 @@
 from .base import Method
 from .dm import DM
 from .gradient_matching import GradientMatching
+from .idc import IDC
+from .idm import IDM
 
-__all__ = ["DM", "GradientMatching", "Method"]
+__all__ = ["DM", "GradientMatching", "IDC", "IDM", "Method"]

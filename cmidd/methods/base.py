@@ -10,7 +10,9 @@ optimizer and the CMI term; a method only says what its distillation loss is:
 ``losses`` yields one loss per synthetic-set update of the iteration: DM yields one; bi-level
 methods (DC/DSA) yield one per outer step and train their network between yields, after the loop
 has applied the update. ``multi_formulation`` is True for methods whose stored images decode
-into several training images (IDC, IDM), which keeps CMI meaningful at IPC=1.
+into several training images (IDC, IDM), which keeps CMI meaningful at IPC=1. ``cmi_each_step``
+asks the loop to add the CMI term to every yielded loss rather than the first of an iteration
+(IDC+CMI's reference adds it at every inner step).
 
 ``state_dict``/``load_state_dict`` hold whatever the method needs to continue bit-identically
 after a checkpoint (its random generators, networks it keeps across iterations...).
@@ -24,6 +26,7 @@ from ..runtime import build_seeded, generator
 
 class Method(Protocol):
     multi_formulation: bool
+    cmi_each_step: bool
 
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
         ...
@@ -39,6 +42,8 @@ class ClassMatching:
     """What DM and DC/DSA share: a real-image sampler and an augmentation stream derived from the
     seed (checkpointable with ``state_dict``), and per-class pairs of real and synthetic batches
     under one shared (siamese) augmentation draw."""
+
+    cmi_each_step = False
 
     def __init__(self, real, augment, batch_real: int, seed: int, device, prefix: str):
         self.real, self.augment, self.batch_real = real, augment, batch_real
@@ -59,12 +64,15 @@ class ClassMatching:
         return build_seeded(self.make_net, self.seed, name, in_channels=c,
                             num_classes=self.real.num_classes, image_size=h).to(self.device)
 
-    def class_pairs(self, synthetic):
-        """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class."""
+    def class_pairs(self, synthetic, syn_max: int = None):
+        """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class;
+        with ``syn_max``, at most that many random (decoded) synthetic images per class."""
         images, labels = synthetic.decoded()
         for c in range(self.real.num_classes):
             real = self.real.sample(c, self.batch_real, self.sampler)
             syn = images[labels == c]
+            if syn_max is not None and len(syn) > syn_max:
+                syn = syn[torch.randperm(len(syn), generator=self.sampler)[:syn_max].to(syn.device)]
             draw = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
                                      shared=True)
-            yield c, self.augment.apply(real, draw), self.augment.apply(syn, draw), labels[labels == c]
+            yield c, self.augment.apply(real, draw), self.augment.apply(syn, draw), labels[labels == c][:len(syn)]
