@@ -14,7 +14,7 @@ def paper_table(path: str, *keys, _root_):
     for depth, key in enumerate(keys):
         candidates = [key, str(key)] + ([int(key)] if str(key).isdigit() else [])
         found = next((k for k in candidates if k in node), None)
-        if found is None:
+        if found is None or node[found] is None:
             where = ", ".join(f"{k}" for k in keys[:depth + 1])
             raise ValueError(f"{path} has no entry for [{where}]: set the value on the command "
                              "line (e.g. cmi.weight=...) or add the entry to the table")
