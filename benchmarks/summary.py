@@ -9,13 +9,18 @@ from cmidd.report.runs import read_sweep, summarize  # noqa: E402
 
 
 def _group(directory: Path) -> list:
-    return read_sweep(directory) if directory.is_dir() else []
+    """The runs under ``directory``; none when it is missing or a multirun died before any job."""
+    try:
+        return read_sweep(directory)
+    except ValueError:
+        return []
 
 
 def _stats(runs: list) -> dict:
     s = summarize(runs) if runs else None
     if not s or s["mean"] is None:
-        return {"n": len(runs), "done": 0, "mean": None, "std": None}
+        return {"n": len(runs), "done": 0, "mean": None, "std": None, "std_over": None,
+                "weight": None, "cmi_end": None}
     ends = [r.results["cmi"]["end"] for r in runs if r.ok and r.results["cmi"]["end"] is not None]
     return {"n": s["n"], "done": s["done"], "mean": s["mean"],
             "std": s["std_seeds"] if s["std_seeds"] is not None else s["std_networks"],
@@ -46,13 +51,16 @@ def _mean_curve(runs: list) -> list:
 
 def convergence(base: list, cmi: list) -> dict:
     """The first iteration at which the CMI run's (seed-averaged) accuracy reaches the base run's
-    final accuracy, as a fraction of the base run's iterations (None: never reached)."""
-    base_curve, cmi_curve = _mean_curve(base), _mean_curve(cmi)
+    final accuracy, as a fraction of the base run's iterations (None: never reached), over the
+    seeds that finished in both groups."""
+    seeds = {r.seed for r in base if r.ok} & {r.seed for r in cmi if r.ok}
+    base_curve = _mean_curve([r for r in base if r.seed in seeds])
+    cmi_curve = _mean_curve([r for r in cmi if r.seed in seeds])
     if not base_curve or not cmi_curve:
-        return {"reached_at": None, "fraction": None}
+        return {"base_final": None, "reached_at": None, "fraction": None}
     last, final = base_curve[-1]
     reached = next((it for it, acc in cmi_curve if acc >= final), None)
-    return {"base_final": final, "iterations": last, "reached_at": reached,
+    return {"base_final": final, "iterations": last, "reached_at": reached, "seeds": sorted(seeds),
             "fraction": None if reached is None or last == 0 else reached / last,
             "curves": {"base": base_curve, "cmi": cmi_curve}}
 
@@ -93,7 +101,7 @@ def _lines(report: dict) -> list:
                 continue
             every = f"{_pct(r['cmi_every'])} (k={r['every']})" if r["every"] else "-"
             lines.append(f"| {method} | {_pct(r['random'])} | {_pct(r['base'])} | "
-                         f"{_pct(r['cmi'])} | {every} | {r['cmi']['weight']} |")
+                         f"{_pct(r['cmi'])} | {every} | {r['cmi'].get('weight')} |")
         lines += ["", "## Convergence (seed-averaged curves)", "",
                   "| method | base final | CMI reaches it at iteration | fraction of base iterations |",
                   "|---|---|---|---|"]

@@ -82,9 +82,9 @@ def ensemble_accuracy(ensemble: Ensemble, images: torch.Tensor, labels: torch.Te
                       batch_size: int = 1024) -> list:
     """Test accuracy of each network of ``ensemble``."""
     ensemble.train(False)
-    correct = torch.zeros(ensemble.size, device=images.device)
+    correct = torch.zeros(ensemble.size, dtype=torch.long, device=images.device)
     for i in range(0, len(images), batch_size):
         logits = ensemble(images[i:i + batch_size], shared=True)
         correct += (logits.argmax(-1) == labels[i:i + batch_size]).sum(1)
-    return (correct / len(images)).tolist()
+    return [count / len(images) for count in correct.tolist()]
 

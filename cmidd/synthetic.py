@@ -24,13 +24,13 @@ def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple:
 
 
 def encode(images: torch.Tensor, factor: int) -> torch.Tensor:
-    """Tile groups of factor^2 images [N * factor^2, C, H, W], downsampled, into N stored images
-    (the initialization of a multi-formulation set from real images)."""
+    """Tile groups of factor^2 images [N * factor^2, C, H, W], downsampled (bilinear, as IDM's
+    initialization; IDC's uses nearest), into N stored images: a multi-formulation set's start."""
     if factor == 1:
         return images
     m, c, h, w = images.shape
     small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear",
-                          align_corners=False, antialias=True)
+                          align_corners=False)
     grid = small.reshape(m // factor ** 2, factor, factor, c, h // factor, w // factor)
     return grid.permute(0, 3, 1, 4, 2, 5).reshape(m // factor ** 2, c, h, w)
 

@@ -49,3 +49,12 @@ def test_cutout_zeroes_a_square_of_half_the_side():
 def test_unknown_op_is_rejected():
     with pytest.raises(ValueError, match="strategy"):
         DSA(strategy=["color", "mixup"])
+
+
+def test_composed_augmentation_applies_every_op_in_turn():
+    x = torch.rand(4, 3, 16, 16)
+    composed = DSA(strategy=["flip", "cutout"], compose=True, flip=1.0)
+    draw = composed.draw(4, (16, 16), torch.Generator().manual_seed(0), shared=True)
+    assert [step["op"] for step in draw["steps"]] == ["flip", "cutout"]
+    by_hand = DSA._cutout(x.flip(3), draw["steps"][1])
+    assert torch.equal(composed.apply(x, draw), by_hand)

@@ -88,3 +88,20 @@ def test_paper_experiment_keeps_the_papers_settings():
 def test_no_group_option_is_named_like_a_yaml_boolean():
     for group in GROUPS + ["net"]:
         assert not {"on", "off", "yes", "no", "true", "false"} & set(options(group)), group
+
+
+@pytest.mark.parametrize("method,iterations,weight", [
+    ("dm", 600, 300), ("dsa", 40, 10000), ("idc", 20, 1), ("idm", 200, 30)])
+def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterations, weight):
+    cfg = compose_config(["experiment=cpu_cifar10", f"method={method}"])
+    assert cfg.dataset.name == "cifar10_jpg" and cfg.iterations == iterations
+    assert cfg.cmi.weight == weight and cfg.proxy.net.width == 32
+    assert cfg.method.algorithm.net.width == 32 and cfg.eval.nets.convnet.width == 32
+    assert cfg.method.algorithm.batch_real == 64 and cfg.eval.models == 3
+
+
+def test_cpu_cifar10_preset_without_a_weight_for_the_method_asks_for_one():
+    with pytest.raises(InterpolationResolutionError, match=r"no entry for \[convnet, cifar10, 10\]"):
+        compose_config(["experiment=cpu_cifar10", "method=dc"]).cmi.weight
+    cfg = compose_config(["experiment=cpu_cifar10", "method=dc", "cmi.weight=5"])
+    assert OmegaConf.to_container(cfg, resolve=True)["cmi"]["weight"] == 5

@@ -5,10 +5,17 @@ from torch import nn
 from .base import ClassMatching
 
 
-def _class_means(embed, batches: list) -> torch.Tensor:
-    """Mean embedding of each batch, from one forward over all of them (one kernel launch per
-    layer instead of one per class; valid for networks that treat samples independently)."""
-    features = embed(torch.cat(batches))
+# Images per forward on the real side: many classes (CIFAR-100, TinyImageNet) x 256 real images
+# in one forward would need tens of GB of activations.
+REAL_CHUNK = 1024
+
+
+def _class_means(embed, batches: list, chunk: int = None) -> torch.Tensor:
+    """Mean embedding of each batch, from forwards over all of them at once, ``chunk`` images at
+    a time (one kernel launch per layer instead of one per class; valid for networks that treat
+    samples independently)."""
+    images = torch.cat(batches)
+    features = torch.cat([embed(part) for part in images.split(chunk or len(images))])
     return torch.stack([chunk.mean(0) for chunk in features.split([len(b) for b in batches])])
 
 
@@ -35,7 +42,7 @@ class DM(ClassMatching):
         batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
         if self.fuse_classes and not batchnorm:
             with torch.no_grad():
-                target = _class_means(net.embed, [real for _, real, _, _ in pairs])
+                target = _class_means(net.embed, [real for _, real, _, _ in pairs], REAL_CHUNK)
             yield (target - _class_means(net.embed, [syn for _, _, syn, _ in pairs])).pow(2).sum()
             return
         loss = 0.0

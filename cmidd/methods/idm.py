@@ -6,7 +6,8 @@ DM plus three changes, each as in the reference code (uitrbn/IDM, IDM_cifar10.py
 - partitioning and expansion: every stored image holds factor x factor images (the synthetic
   set's ``factor``), matched and evaluated after decoding;
 - a pool of models trained on real data instead of only random networks: it starts with
-  ``pool_start`` random nets and gains one every ``generate_interval`` iterations (the oldest
+  ``pool_start`` random nets and gains one every ``generate_interval`` iterations, iteration 0
+  included (the oldest
   leaves beyond ``pool_max``); each iteration one pool net is used for matching, and
   ``fetch_nets`` pool nets then take ``train_steps`` SGD steps on random real batches;
 - class-aware distribution regularization: a cross-entropy term on the augmented synthetic
@@ -62,7 +63,7 @@ class IDM(ClassMatching):
             entry["seen"] += len(labels)
 
     def losses(self, synthetic, iteration: int):
-        if iteration > 0 and iteration % self.interval == 0:
+        if iteration % self.interval == 0:
             self._push()
         if iteration % self.meter_reset == 0:
             for entry in self.pool:
