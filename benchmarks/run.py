@@ -31,7 +31,7 @@ SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory")
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
     "methods": ["dm", "dsa"], "seeds": [0, 1, 2], "every": 5, "every_methods": ["dm"],
-    "cost_iterations": {"dm": 20, "dsa": 5}, "eval_epochs": (20, 60),
+    "cost_iterations": {"dm": 20, "dsa": 5}, "eval_epochs": (10, 30),
     "memory": {"classes": 100, "ipc": 50}, "paper_eval": True,
     # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
     # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
