@@ -129,7 +129,19 @@ def _memory_child(spec: dict) -> dict:
         per_class_cmi(proxy.embed, images, labels).backward()
     if device.type == "cuda":
         return {"peak_bytes": torch.cuda.max_memory_allocated(device) - start}
-    return {"peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+    return {"peak_bytes": _peak_resident_bytes()}
+
+
+def _peak_resident_bytes() -> int:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss does
+    not (a child of a large process would report the parent's peak)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
