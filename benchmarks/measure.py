@@ -37,25 +37,29 @@ def _loop(parts, cmi_every: int = 1) -> Distillation:
                         cmi_every=cmi_every)
 
 
+def _alternate(loops: dict, iterations: int, device) -> dict:
+    """Mean seconds per step of each loop, stepping them in turn on iterations 1..n and rotating
+    who goes first; iteration 0 warms up (allocations, lazy initialization) untimed."""
+    seconds, names = {name: [] for name in loops}, list(loops)
+    for it in range(iterations + 1):
+        for name in names[it % len(names):] + names[:it % len(names)]:
+            _sync(device)
+            tic = time.perf_counter()
+            loops[name]._step(it)
+            _sync(device)
+            if it > 0:
+                seconds[name].append(time.perf_counter() - tic)
+    return {name: statistics.fmean(s) for name, s in seconds.items()}
+
+
 def iteration_cost(compose, overrides: list, iterations: int, every: int) -> dict:
     """Seconds per iteration of the base method, base+CMI, and base+CMI every ``every``
-    iterations, stepping the three loops in turn (rotating who goes first) on the same data."""
+    iterations (with n a multiple of ``every``, the CMI runs on n/every of the timed ones)."""
     base = components(compose([*overrides, "cmi.weight=0"]))
     with_cmi = components(compose(overrides), real=base.real)
     sparse = components(compose(overrides), real=base.real)
     loops = {"base": _loop(base), "cmi": _loop(with_cmi), f"cmi_every_{every}": _loop(sparse, every)}
-    seconds = {name: [] for name in loops}
-    names = list(loops)
-    for it in range(iterations + 1):  # iteration 0 warms up (allocations, lazy init) untimed
-        for name in names[it % len(names):] + names[:it % len(names)]:
-            _sync(base.device)
-            tic = time.perf_counter()
-            loops[name]._step(it)
-            _sync(base.device)
-            if it > 0:
-                seconds[name].append(time.perf_counter() - tic)
-    # iterations 1..n: with every=5 and n a multiple of 5, the CMI runs on n/5 of them.
-    mean = {name: statistics.fmean(s) for name, s in seconds.items()}
+    mean = _alternate(loops, iterations, base.device)
     return {"seconds_per_iteration": mean, "iterations_timed": iterations,
             "weight": with_cmi.weight, "ratio_cmi": mean["cmi"] / mean["base"],
             f"ratio_cmi_every_{every}": mean[f"cmi_every_{every}"] / mean["base"]}
@@ -66,17 +70,7 @@ def fusion_speedup(compose, overrides: list, iterations: int) -> dict:
     one forward (after, ``fuse_classes``), alternating; the two give the same loss."""
     before = components(compose([*overrides, "method.algorithm.fuse_classes=false"]))
     after = components(compose([*overrides, "method.algorithm.fuse_classes=true"]), real=before.real)
-    loops = {"before": _loop(before), "after": _loop(after)}
-    seconds = {name: [] for name in loops}
-    for it in range(iterations + 1):
-        for name in (("before", "after") if it % 2 else ("after", "before")):
-            _sync(before.device)
-            tic = time.perf_counter()
-            loops[name]._step(it)
-            _sync(before.device)
-            if it > 0:
-                seconds[name].append(time.perf_counter() - tic)
-    mean = {name: statistics.fmean(s) for name, s in seconds.items()}
+    mean = _alternate({"before": _loop(before), "after": _loop(after)}, iterations, before.device)
     return {"seconds_per_iteration": mean, "iterations_timed": iterations,
             "speedup": mean["before"] / mean["after"]}
 
