@@ -75,9 +75,12 @@ class IDM(ClassMatching):
         for c, real, syn, syn_labels in self.class_pairs(synthetic):
             with torch.no_grad():
                 target = net.embed(real).mean(0)
-            loss = loss + (target - net.embed(syn).mean(0)).pow(2).sum()
+            features = net.embed(syn)
+            loss = loss + (target - features.mean(0)).pow(2).sum()
             if self.ce_weight > 0 and accuracy > 0:
-                loss = loss + self.ce_weight * accuracy * F.cross_entropy(net(syn), syn_labels)
+                # Every cmidd network's forward is classifier(embed(x)): reuse the features.
+                logits = net.classifier(features)
+                loss = loss + self.ce_weight * accuracy * F.cross_entropy(logits, syn_labels)
         net.requires_grad_(True)
         yield loss
         for trained in self._pick(self.fetch_nets):
