@@ -23,6 +23,8 @@ class RealData:
     mean: tuple = ()
     std: tuple = ()
     class_names: list = ()
+    whitening: object = field(default=None, repr=False)  # a fitted ZCA (cmidd.whitening), or None
+    zca_eps: float = None
 
     @property
     def num_classes(self) -> int:
@@ -37,9 +39,11 @@ class RealData:
     def meta(self) -> dict:
         """What a proxy or a saved synthetic set must agree with."""
         c, h, _ = self.shape
-        return {"dataset": self.name, "num_classes": self.num_classes, "channels": c,
+        meta = {"dataset": self.name, "num_classes": self.num_classes, "channels": c,
                 "image_size": h, "mean": [round(m, 6) for m in self.mean],
                 "std": [round(s, 6) for s in self.std]}
+        # Only whitened data carry the key, so the caches of unwhitened data keep their names.
+        return meta if self.whitening is None else {**meta, "zca": self.zca_eps}
 
     def sample(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` distinct random images of one class (all of them if the class has fewer)."""

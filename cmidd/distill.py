@@ -53,7 +53,8 @@ class Distillation:
 
     def _evaluate(self, iteration: int) -> dict:
         images, labels = self.synthetic.decoded()
-        accuracy = self.evaluator(images, labels, self.real, self.seed, stream=f"eval/{iteration}")
+        accuracy = self.evaluator(images, labels, self.real, self.seed, stream=f"eval/{iteration}",
+                                  lr=self.synthetic.learned_lr)
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         self.results["accuracy_curve"].append(point)
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
@@ -77,11 +78,13 @@ class Distillation:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
-            if not torch.isfinite(self.synthetic.images).all():
-                raise NonFiniteError(f"iteration {iteration}: the synthetic images became NaN or "
+            if not all(torch.isfinite(p).all() for p in self.synthetic.parameters()):
+                raise NonFiniteError(f"iteration {iteration}: the synthetic set became NaN or "
                                      "infinite after the update; lower method.optimizer.lr or "
                                      "cmi.weight")
         losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
+        if self.synthetic.lr is not None:
+            losses["synthetic/lr"] = self.synthetic.learned_lr
         return losses
 
     def state(self, next_iteration: int, seconds: float) -> dict:
@@ -95,6 +98,8 @@ class Distillation:
     def restore(self, state: dict) -> tuple:
         with torch.no_grad():
             self.synthetic.images.copy_(state["synthetic"]["images"])
+            if self.synthetic.lr is not None:
+                self.synthetic.lr.fill_(state["synthetic"]["lr"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         if self.cmi is not None:

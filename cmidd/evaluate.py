@@ -39,10 +39,11 @@ class Evaluator:
         return self.vectorize
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, real, seed: int,
-                 stream: str = "eval") -> dict:
+                 stream: str = "eval", lr: float = None) -> dict:
         """Each network's initialization, batch order and augmentation come from its own stream
         (``stream``/arch/k of ``seed``), so results do not depend on what ran before, nor on
-        whether the networks are trained together."""
+        whether the networks are trained together. ``lr`` replaces ``eval.lr`` for a set that
+        carries its own learned learning rate (MTT)."""
         images, labels = images.detach(), labels.detach()
         c, h, _ = real.shape
         results = {}
@@ -52,7 +53,7 @@ class Evaluator:
                                  image_size=h).to(images.device) for name in names]
             generators = [generator(seed, name) for name in names]
             train = dict(epochs=self.epochs, augment=self.augment,
-                         lr_decay_epoch=self.epochs // 2, **self.hyper)
+                         lr_decay_epoch=self.epochs // 2, **{**self.hyper, **({"lr": lr} if lr else {})})
             if self.vectorized(images.device):
                 ensemble = train_ensemble(nets, images, labels, generators=generators, **train)
                 runs = ensemble_accuracy(ensemble, real.test_images, real.test_labels)

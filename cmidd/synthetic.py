@@ -36,18 +36,29 @@ def encode(images: torch.Tensor, factor: int) -> torch.Tensor:
 
 
 class SyntheticSet(nn.Module):
-    """``images`` [N, C, H, W] live in the dataset's normalized space; ``factor`` > 1 marks a
-    multi-formulation set (IDC/IDM), whose stored images each decode into factor^2 images."""
+    """``images`` [N, C, H, W] live in the dataset's normalized (or whitened) space; ``factor`` > 1
+    marks a multi-formulation set (IDC/IDM), whose stored images each decode into factor^2
+    images; ``lr``, if given, is a learnable training learning rate distilled with the images
+    (MTT), with which the set is evaluated."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, factor: int = 1):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, factor: int = 1,
+                 lr: float = None):
         super().__init__()
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", labels.detach().clone().long())
+        self.register_parameter("lr", None if lr is None else nn.Parameter(
+            torch.tensor(float(lr), device=images.device)))
         self.mean, self.std, self.factor = tuple(mean), tuple(std), int(factor)
+        self.whitening = None  # the data's ZCA, if whitened: images are shown through its inverse
+
+    @property
+    def learned_lr(self):
+        """The distilled learning rate as a float, or None when the set has none."""
+        return None if self.lr is None else self.lr.detach().item()
 
     @classmethod
     def from_real(cls, real, ipc: int, generator: torch.Generator, init: str = "real",
-                  factor: int = 1):
+                  factor: int = 1, lr: float = None):
         """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
         downsampled and tiled, per stored image) or Gaussian noise."""
         if init not in ("real", "noise"):
@@ -59,7 +70,9 @@ class SyntheticSet(nn.Module):
             images = torch.randn(real.num_classes * ipc, *real.shape, generator=generator)
         labels = torch.arange(real.num_classes).repeat_interleave(ipc)
         device = real.test_images.device
-        return cls(images.to(device), labels.to(device), real.mean, real.std, factor)
+        synthetic = cls(images.to(device), labels.to(device), real.mean, real.std, factor, lr)
+        synthetic.whitening = real.whitening
+        return synthetic
 
     def decoded(self) -> tuple:
         """The training images and their labels: the stored ones when ``factor`` is 1, else
@@ -70,14 +83,18 @@ class SyntheticSet(nn.Module):
         return self.images[self.labels == label]
 
     def denormalized(self) -> torch.Tensor:
+        images = self.images.detach()
+        if self.whitening is not None:
+            images = self.whitening.inverse_transform(images)
         view = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=self.images.device).view(view)
-        std = torch.tensor(self.std, device=self.images.device).view(view)
-        return (self.images.detach() * std + mean).clamp(0, 1)
+        mean = torch.tensor(self.mean, device=images.device).view(view)
+        std = torch.tensor(self.std, device=images.device).view(view)
+        return (images * std + mean).clamp(0, 1)
 
     def state(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
-                "mean": list(self.mean), "std": list(self.std), "factor": self.factor}
+                "mean": list(self.mean), "std": list(self.std), "factor": self.factor,
+                "lr": self.learned_lr}
 
     def save(self, path: Path, **meta) -> None:
         """``meta`` (iteration, seed, dataset...) is stored beside the tensors."""
@@ -94,7 +111,7 @@ class SyntheticSet(nn.Module):
         try:
             state = torch.load(path, map_location=device, weights_only=True)
             synthetic = cls(state["images"], state["labels"], state["mean"], state["std"],
-                            state.get("factor", 1))
+                            state.get("factor", 1), state.get("lr"))
         except Exception as error:  # noqa: BLE001 -- missing, truncated, corrupt or foreign
             raise UserError(f"synthetic={path} cannot be read as a synthetic set "
                             f"({type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]})") from None

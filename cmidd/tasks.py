@@ -1,4 +1,5 @@
-"""The launcher's tasks (``task=distill|pretrain``): build components from config and run."""
+"""The launcher's tasks (``task=distill|evaluate|pretrain|buffer``): build components from config
+and run."""
 import logging
 import warnings
 from pathlib import Path
@@ -8,66 +9,35 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from . import caches
 from .checkpoint import Checkpointer, Preempted
 from .cmi import CMITerm
 from .distill import Distillation, write_json
 from .errors import UserError
 from .loggers import run_labels
-from .proxy import PoolError, build_pool, load_pool, pool_dir, random_pool
 from .runtime import generator, resolve_device, seed_everything
+from .store import StoreError
 from .synthetic import SyntheticSet
+from .whitening import whiten
 from .validate import (check_config, check_data, check_data_source, check_device,
-                       check_synthetic)
+                       check_synthetic, check_zca)
 
 log = logging.getLogger(__name__)
-
-
-def _pool_location(cfg: DictConfig, real) -> tuple:
-    net_config = OmegaConf.to_container(cfg.proxy.net, resolve=True)
-    recipe = OmegaConf.to_container(cfg.proxy.recipe, resolve=True)
-    # The loader's settings except where the files are (a moved dataset keeps its pools).
-    loader = {k: v for k, v in OmegaConf.to_container(cfg.dataset.loader, resolve=True).items()
-              if k not in ("root", "archive", "train", "test")}
-    directory = pool_dir(Path(cfg.cache_dir) / "proxies", {**real.meta, "loader": loader},
-                         cfg.proxy.name, net_config, recipe, cfg.proxy.seed)
-    return directory, net_config, recipe
-
-
-def _rebuild_command(cfg: DictConfig) -> str:
-    """The exact ``task=pretrain`` command for this run's pool, from the run's own overrides."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        overrides = list(HydraConfig.get().overrides.task)
-    except ValueError:  # composed outside a Hydra app (tests, notebooks)
-        overrides = [f"dataset={cfg.dataset.name}", f"proxy={cfg.proxy.name}"]
-    keep = ("dataset", "proxy", "experiment", "cache_dir", "data_root")
-    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in keep
-            and not o.startswith(("proxy.build_if_missing", "proxy.pool_size"))]
-    return " ".join(["python launch.py task=pretrain", *kept, f"proxy.pool_size={cfg.proxy.pool_size}"])
-
-
-def build_proxy_pool(cfg: DictConfig, real, device):
-    """The run's proxy pool: untrained nets for ``cmi.pretrained=false``, else the cached
-    pre-trained pool, built first when missing if ``proxy.build_if_missing``."""
-    make_net = instantiate(cfg.proxy.net)
-    if not cfg.cmi.pretrained:
-        return random_pool(make_net, cfg.proxy.pool_size, real, cfg.proxy.seed, device)
-    directory, net_config, recipe = _pool_location(cfg, real)
-    if cfg.proxy.build_if_missing:
-        build_pool(directory, make_net, cfg.proxy.pool_size, real, recipe, cfg.proxy.seed, device,
-                   net_config)
-    return load_pool(directory, make_net, cfg.proxy.pool_size, real, device, _rebuild_command(cfg))
 
 
 def load_real(cfg: DictConfig, device):
     log.info("loading dataset %s", cfg.dataset.name)
     try:
-        return instantiate(cfg.dataset.loader, device=device)
+        real = instantiate(cfg.dataset.loader, device=device)
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise UserError(f"dataset={cfg.dataset.name} could not be loaded: {cause} "
                         f"(data_root={cfg.data_root}, download={cfg.download})") from error
+    check_zca(cfg)
+    if cfg.zca.enabled:
+        log.info("ZCA-whitening the data (eps %g)", cfg.zca.eps)
+        real = whiten(real, cfg.zca.eps)
+    return real
 
 
 def _keep_baseline(cfg: DictConfig) -> None:
@@ -85,8 +55,8 @@ def _cmi_term(cfg: DictConfig, real, device, weight: float, method):
         warnings.warn(f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
                       "one image, so it is its own centroid and the CMI term is identically 0")
     try:
-        pool = build_proxy_pool(cfg, real, device)
-    except PoolError:
+        pool = caches.proxy_pool(cfg, real, device)
+    except StoreError:
         if weight > 0:
             raise
         log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
@@ -104,11 +74,17 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)
     weight = float(cfg.cmi.weight)
-    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device)
+    # Trajectory matching (method.uses_experts) also gets the experts' trajectories.
+    extra = {"trajectories": caches.trajectories(cfg, real, device)} if cfg.method.get("uses_experts") else {}
+    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **extra)
     cmi = _cmi_term(cfg, real, device, weight, method)
+    learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init,
-                                       cfg.method.get("factor", 1))
-    optimizer = instantiate(cfg.method.optimizer)([synthetic.images])
+                                       cfg.method.get("factor", 1), learn_lr and learn_lr.init)
+    groups = [{"params": [synthetic.images]}]
+    if learn_lr:
+        groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
+    optimizer = instantiate(cfg.method.optimizer)(groups)
     return SimpleNamespace(device=device, real=real, weight=weight, method=method, cmi=cmi,
                            synthetic=synthetic, optimizer=optimizer)
 
@@ -171,7 +147,8 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     check_synthetic(cfg.synthetic, synthetic, real)
     images, labels = synthetic.decoded()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
-    accuracy = instantiate(cfg.eval)(images, labels, real, cfg.seed, stream=stream)
+    accuracy = instantiate(cfg.eval)(images, labels, real, cfg.seed, stream=stream,
+                                     lr=synthetic.learned_lr)
     results = {"accuracy": accuracy, "synthetic": str(cfg.synthetic), "status": "finished",
                "config": OmegaConf.to_container(cfg, resolve=True)}
     write_json(out_dir / "results.json", results)
@@ -180,16 +157,31 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     return results
 
 
-def pretrain(cfg: DictConfig, out_dir: Path) -> dict:
+def _cache_task(cfg: DictConfig):
     check_device(cfg.device)
     check_data_source(cfg)
     device = resolve_device(cfg.device)
-    real = load_real(cfg, device)
-    directory, net_config, recipe = _pool_location(cfg, real)
-    log.info("building %d %s proxies in %s", cfg.proxy.pool_size, cfg.proxy.name, directory)
-    metas = build_pool(directory, instantiate(cfg.proxy.net), cfg.proxy.pool_size, real, recipe,
-                       cfg.proxy.seed, device, net_config)
-    summary = {"pool": str(directory), "test_accuracy": [m["test_accuracy"] for m in metas]}
+    return load_real(cfg, device), device
+
+
+def pretrain(cfg: DictConfig, out_dir: Path) -> dict:
+    """Build (or grow) the proxy pool of ``proxy=...`` for the data."""
+    real, device = _cache_task(cfg)
+    metas = caches.build_proxies(cfg, real, device)
+    summary = {"pool": str(caches.location(cfg, real, "proxy")),
+               "test_accuracy": [m["test_accuracy"] for m in metas]}
     write_json(out_dir / "pool.json", summary)
-    log.info("proxy pool ready in %s", directory)
+    log.info("proxy pool ready in %s", summary["pool"])
+    return summary
+
+
+def buffer(cfg: DictConfig, out_dir: Path) -> dict:
+    """Train (or add to) the expert trajectories of ``expert=...`` for trajectory matching."""
+    real, device = _cache_task(cfg)
+    metas = caches.build_expert_buffer(cfg, real, device)
+    summary = {"buffer": str(caches.location(cfg, real, "expert")),
+               "epochs": cfg.expert.recipe.epochs,
+               "test_accuracy": [m["test_accuracy"] for m in metas]}
+    write_json(out_dir / "buffer.json", summary)
+    log.info("expert buffer ready in %s", summary["buffer"])
     return summary

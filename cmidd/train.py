@@ -6,12 +6,14 @@ from torch.nn import functional as F
 
 def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int,
                      lr: float, momentum: float, weight_decay: float, batch_size: int,
-                     generator: torch.Generator, augment=None, lr_decay_epoch: int = None) -> nn.Module:
+                     generator: torch.Generator, augment=None, lr_decay_epoch: int = None,
+                     on_epoch=None) -> nn.Module:
     """SGD with cross-entropy; lr divided by 10 after ``lr_decay_epoch`` epochs, if given (with
     a fresh optimizer, so momentum restarts, as in the DC/DM evaluation code).
 
     Batches are slices of one permutation per epoch drawn from ``generator``; ``augment``
-    (a DSA) is applied to each batch with draws from the same generator.
+    (a DSA) is applied to each batch with draws from the same generator. ``on_epoch(epoch)`` is
+    called after each epoch (MTT's experts record their parameters there).
     """
     def sgd(rate):
         return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
@@ -31,6 +33,8 @@ def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if on_epoch is not None:
+            on_epoch(epoch)
     return net
 
 

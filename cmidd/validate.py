@@ -47,8 +47,14 @@ def check_config(cfg: DictConfig) -> None:
     _number(cfg, "proxy.pool_size", 1, integer=True)
     _choice(cfg, "cmi.space", SPACES)
     _choice(cfg, "eval.vectorize", ("auto", True, False))
+    check_zca(cfg)
     check_device(cfg.device)
     check_data_source(cfg)
+
+
+def check_zca(cfg: DictConfig) -> None:
+    _choice(cfg, "zca.enabled", (True, False))
+    _number(cfg, "zca.eps", 0, integer=False)
 
 
 def check_device(device: str) -> None:
@@ -94,6 +100,11 @@ def check_synthetic(path, synthetic, real) -> None:
         raise UserError(f"synthetic={path} holds images of shape {shape} with labels up to "
                         f"{int(synthetic.labels.max())}; dataset={real.name} has {real.shape} and "
                         f"{real.num_classes} classes")
+    distilled_on = synthetic.meta.get("dataset", {}).get("zca")
+    if distilled_on != real.meta.get("zca"):
+        raise UserError(f"synthetic={path} was distilled on data with zca={distilled_on}, this run's "
+                        f"data have zca={real.meta.get('zca')}: set zca.enabled="
+                        f"{str(distilled_on is not None).lower()}")
     if any(abs(a - b) > 1e-4 for a, b in zip(synthetic.mean + synthetic.std, real.mean + real.std)):
         raise UserError(f"synthetic={path} was normalized with mean={list(synthetic.mean)}, "
                         f"std={list(synthetic.std)}; dataset={real.name} uses "

@@ -4,5 +4,6 @@ from .dm import DM
 from .gradient_matching import GradientMatching
 from .idc import IDC
 from .idm import IDM
+from .mtt import MTT
 
-__all__ = ["DM", "GradientMatching", "IDC", "IDM", "Method"]
+__all__ = ["DM", "GradientMatching", "IDC", "IDM", "Method", "MTT"]

@@ -1,0 +1,86 @@
+"""Where a run's cached networks live, from its config: the proxy pool (``proxy=...``, built by
+``task=pretrain``) and the expert buffer (``expert=...``, built by ``task=buffer``)."""
+import logging
+from pathlib import Path
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .experts import build_experts, expert_store, load_trajectories
+from .proxy import build_pool, load_pool, random_pool
+from .store import store_dir
+
+log = logging.getLogger(__name__)
+# Overrides that decide a cache's contents, kept in the command that builds it.
+KEEP = ("dataset", "experiment", "cache_dir", "data_root", "zca")
+
+
+def location(cfg: DictConfig, real, group: str) -> Path:
+    """The cache directory of ``cfg.<group>`` (proxy or expert) for the run's data."""
+    node = cfg[group]
+    # The loader's settings except where the files are (a moved dataset keeps its caches).
+    loader = {k: v for k, v in OmegaConf.to_container(cfg.dataset.loader, resolve=True).items()
+              if k not in ("root", "archive", "train", "test")}
+    spec = {"net": OmegaConf.to_container(node.net, resolve=True),
+            "recipe": OmegaConf.to_container(node.recipe, resolve=True), "seed": node.seed}
+    root = Path(cfg.cache_dir) / {"proxy": "proxies", "expert": "experts"}[group]
+    return store_dir(root, {**real.meta, "loader": loader}, node.name, spec)
+
+
+def rebuild_command(cfg: DictConfig, task: str, group: str, size_key: str) -> str:
+    """The exact command that builds this run's cache, from the run's own overrides."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        overrides = list(HydraConfig.get().overrides.task)
+    except ValueError:  # composed outside a Hydra app (tests, notebooks)
+        overrides = [f"dataset={cfg.dataset.name}", f"{group}={cfg[group].name}"]
+    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in (*KEEP, group)
+            and not o.startswith((f"{group}.build_if_missing", size_key))]
+    if cfg.zca.enabled and not any(o.startswith("zca.enabled") for o in kept):
+        kept.append("zca.enabled=true")  # decided by the method's table in this run
+    size = OmegaConf.select(cfg, size_key)
+    return " ".join([f"python launch.py task={task}", *kept, f"{size_key}={size}"])
+
+
+def build_proxies(cfg: DictConfig, real, device) -> list:
+    """Train the proxies of ``proxy=...`` missing from the cache; returns all their metadata."""
+    return build_pool(location(cfg, real, "proxy"), instantiate(cfg.proxy.net), cfg.proxy.pool_size,
+                      real, OmegaConf.to_container(cfg.proxy.recipe, resolve=True), cfg.proxy.seed,
+                      device, OmegaConf.to_container(cfg.proxy.net, resolve=True))
+
+
+def proxy_pool(cfg: DictConfig, real, device):
+    """The run's proxy pool: untrained nets for ``cmi.pretrained=false``, else the cached
+    pre-trained pool, built first when missing if ``proxy.build_if_missing``."""
+    make_net = instantiate(cfg.proxy.net)
+    if not cfg.cmi.pretrained:
+        return random_pool(make_net, cfg.proxy.pool_size, real, cfg.proxy.seed, device)
+    if cfg.proxy.build_if_missing:
+        build_proxies(cfg, real, device)
+    return load_pool(location(cfg, real, "proxy"), make_net, cfg.proxy.pool_size, real, device,
+                     rebuild_command(cfg, "pretrain", "proxy", "proxy.pool_size"))
+
+
+def _expert_store(cfg: DictConfig, real):
+    return expert_store(location(cfg, real, "expert"),
+                        rebuild_command(cfg, "buffer", "expert", "expert.count"))
+
+
+def build_expert_buffer(cfg: DictConfig, real, device) -> list:
+    """Train the experts of ``expert=...`` missing from the cache; returns all their metadata."""
+    store = _expert_store(cfg, real)
+    log.info("expert buffer: %d %s experts in %s", cfg.expert.count, cfg.expert.name,
+             store.directory)
+    return build_experts(store, instantiate(cfg.expert.net), cfg.expert.count, real,
+                         OmegaConf.to_container(cfg.expert.recipe, resolve=True),
+                         instantiate(cfg.expert.recipe.augment), cfg.expert.seed, device,
+                         OmegaConf.to_container(cfg.expert.net, resolve=True))
+
+
+def trajectories(cfg: DictConfig, real, device):
+    """The experts' trajectories for the run (loaded once, memory-mapped), trained first when
+    missing if ``expert.build_if_missing``."""
+    if cfg.expert.build_if_missing:
+        build_expert_buffer(cfg, real, device)
+    return load_trajectories(_expert_store(cfg, real), cfg.expert.count, real)

@@ -1,0 +1,84 @@
+"""Expert trajectories for trajectory matching (MTT; Cazenavette et al., "Dataset Distillation by
+Matching Training Trajectories", CVPR 2022; the reference code's buffer.py).
+
+An expert is a network trained on the real data with plain SGD and DSA; its trajectory is its
+flat parameter vector at initialization and after every epoch, a tensor [epochs + 1, P]. The
+experts of a dataset are a ``Store`` (cmidd.store) in ``<cache>/experts/<dataset>/<expert>-<hash>/``:
+expert ``i`` depends only on (expert seed, i), so a buffer of 10 experts is the first 10 of one of
+100 and grows without retraining.
+"""
+import functools
+import logging
+from pathlib import Path
+
+import torch
+
+from .proxy import net_args
+from .runtime import build_seeded, generator
+from .store import Store
+from .train import accuracy, train_classifier
+
+log = logging.getLogger(__name__)
+
+
+def flat_parameters(net) -> torch.Tensor:
+    """The network's parameters as one vector, in ``named_parameters`` order, on the CPU."""
+    return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu()
+
+
+def expert_store(directory: Path, rebuild: str = "") -> Store:
+    return Store(directory, "expert", "expert buffer", "expert.count", rebuild)
+
+
+def build_experts(store: Store, make_net, count: int, real, recipe: dict, augment, seed: int,
+                  device, net_config: dict) -> list:
+    """Train the experts of ``range(count)`` missing from ``store``; returns their metadata."""
+    train_set = functools.cache(real.train_tensors)  # made once, only if an expert needs training
+
+    def make(i):
+        images, labels = train_set()
+        net = build_seeded(make_net, seed, f"expert/{i}", **net_args(real)).to(device)
+        snapshots = [flat_parameters(net)]
+        train_classifier(net, images, labels, recipe["epochs"],
+                         generator=generator(seed, f"expert/{i}"), lr=recipe["lr"],
+                         momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
+                         batch_size=recipe["batch_size"], augment=augment,
+                         on_epoch=lambda epoch: snapshots.append(flat_parameters(net)))
+        test = accuracy(net, real.test_images, real.test_labels)
+        log.info("expert %d trained for %d epochs: test accuracy %.4f", i, recipe["epochs"], test)
+        return torch.stack(snapshots), {"net": net_config, "recipe": recipe, "seed": seed,
+                                        "epochs": recipe["epochs"], "parameters": len(snapshots[0]),
+                                        "test_accuracy": test}
+
+    return store.build(count, real.meta, make)
+
+
+class Trajectories:
+    """The experts of a run, loaded once and memory-mapped on the CPU (a paper-scale buffer is
+    gigabytes); only the two snapshots an iteration matches go to the device."""
+
+    def __init__(self, trajectories: list):
+        if not trajectories:
+            raise ValueError("expert.count must be at least 1")
+        self.trajectories = trajectories
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    @property
+    def epochs(self) -> int:
+        """Epochs recorded (snapshots minus the initialization) by every expert."""
+        return min(len(t) for t in self.trajectories) - 1
+
+    @property
+    def parameters(self) -> int:
+        return self.trajectories[0].shape[1]
+
+    def segment(self, expert: int, start: int, epochs: int, device) -> tuple:
+        """Expert ``expert``'s parameters at epoch ``start`` and at ``start + epochs``."""
+        trajectory = self.trajectories[expert]
+        return trajectory[start].to(device), trajectory[start + epochs].to(device)
+
+
+def load_trajectories(store: Store, count: int, real) -> Trajectories:
+    return Trajectories([trajectory for trajectory, _ in store.load(count, real.meta, mmap=True)])

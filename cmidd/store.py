@@ -1,0 +1,107 @@
+"""Caches of networks trained on the real data (proxy pools, expert trajectories).
+
+A store lives in ``<root>/<dataset>/<name>-<hash>/``, where the hash covers everything that
+decides its contents (the data, the architecture, the training recipe, the seed). Item ``i`` is
+``<prefix>_{i:03d}.pt`` beside ``<prefix>_{i:03d}.json``, its metadata: the data it was trained
+on, its checksum and what training measured. Item ``i`` depends only on (seed, i), so a store of
+10 is the first 10 of a store of 20 and grows without retraining.
+
+Safe for the jobs of a sweep sharing one cache: building holds a file lock (a second job waits,
+then finds the items built), and each file is written to a temporary name and renamed, the
+metadata last, so an item exists only once complete.
+"""
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+# What an item must agree on with the run's data.
+META_KEYS = ("dataset", "num_classes", "channels", "image_size", "mean", "std", "zca")
+
+
+class StoreError(UserError):
+    """A missing or mismatched cached item; the message names the command that builds it."""
+
+
+def store_dir(root, data: dict, name: str, spec: dict) -> Path:
+    """``data`` describes the training data (RealData.meta plus the loader's settings); ``spec``
+    everything else that decides the items."""
+    digest = hashlib.sha256(json.dumps({"data": data, **spec}, sort_keys=True).encode())
+    return Path(root).expanduser() / data["dataset"] / f"{name}-{digest.hexdigest()[:10]}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class Store:
+    """``what`` names the store in messages ("proxy pool"), ``size_key`` the config key of its
+    size, ``rebuild`` the command that builds it."""
+
+    def __init__(self, directory: Path, prefix: str, what: str, size_key: str, rebuild: str = ""):
+        self.directory, self.prefix, self.what = Path(directory), prefix, what
+        self.size_key, self.rebuild = size_key, rebuild
+
+    def paths(self, i: int) -> tuple:
+        stem = self.directory / f"{self.prefix}_{i:03d}"
+        return stem.with_suffix(".json"), stem.with_suffix(".pt")
+
+    def build(self, size: int, real_meta: dict, make) -> list:
+        """Make the items of ``range(size)`` that are missing or broken; ``make(i)`` returns
+        (what to save, extra metadata). Returns every item's metadata."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.directory) + ".lock"):
+            return [self._build_one(i, real_meta, make) for i in range(size)]
+
+    def _build_one(self, i: int, real_meta: dict, make) -> dict:
+        meta_path, data_path = self.paths(i)
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if (all(meta.get(k) == real_meta.get(k) for k in META_KEYS) and data_path.is_file()
+                    and _sha256(data_path) == meta.get("sha256")):
+                return meta
+        payload, extra = make(i)
+        _atomic(data_path, lambda tmp: torch.save(payload, tmp))
+        meta = {**real_meta, **extra, "index": i, "sha256": _sha256(data_path)}
+        _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        return meta
+
+    def load(self, size: int, real_meta: dict, mmap: bool = False) -> list:
+        """(payload, metadata) of items ``range(size)``, each checked against the run's data
+        and its checksum; tensors stay on the CPU (memory-mapped with ``mmap``)."""
+        found = sorted(self.directory.glob(f"{self.prefix}_*.json")) if self.directory.is_dir() else []
+        if len(found) < size:
+            raise StoreError(f"{self.what} {self.directory} has {len(found)} of "
+                             f"{self.size_key}={size}; build it with: {self.rebuild}")
+        items = []
+        for i in range(size):
+            meta_path, data_path = self.paths(i)
+            meta = json.loads(meta_path.read_text())
+            for key in META_KEYS:
+                if meta.get(key) != real_meta.get(key):
+                    raise StoreError(f"{self.what} {self.directory} was built for {key}="
+                                     f"{meta.get(key)}, this run has {key}={real_meta.get(key)}; "
+                                     f"build a matching one with: {self.rebuild}")
+            if not data_path.is_file() or _sha256(data_path) != meta["sha256"]:
+                raise StoreError(f"{self.what} file {data_path} is missing or corrupt (checksum "
+                                 f"mismatch); rebuild it with: {self.rebuild}")
+            items.append((torch.load(data_path, map_location="cpu", weights_only=True, mmap=mmap),
+                          meta))
+        return items
