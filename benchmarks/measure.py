@@ -126,6 +126,35 @@ def _memory_child(spec: dict) -> dict:
     return {"peak_bytes": _peak_resident_bytes()}
 
 
+def _mtt_child(spec: dict) -> dict:
+    """One MTT iteration (unrolled student, then the backward to the images and lr) with
+    ``spec["steps"]`` student steps, or only the set-up with 0 steps; its peak memory."""
+    from types import SimpleNamespace
+
+    from cmidd.augment import DSA
+    from cmidd.experts import Trajectories, flat_parameters
+    from cmidd.methods import MTT
+
+    device = resolve_device(spec["device"])
+    make = instantiate(spec["net"])
+    real = SimpleNamespace(shape=(3, 32, 32), num_classes=spec["classes"])
+    start = flat_parameters(build_seeded(make, 0, "expert", in_channels=3,
+                                         num_classes=spec["classes"], image_size=32))
+    trajectories = Trajectories([torch.stack([start, start, start + 0.01 * torch.randn_like(start)])])
+    method = MTT(make, DSA(), real, 0, device, trajectories, max(spec["steps"], 1), 2, 1)
+    labels = torch.arange(spec["classes"]).repeat_interleave(spec["ipc"])
+    synthetic = SyntheticSet(torch.randn(len(labels), 3, 32, 32), labels, (0,) * 3, (1,) * 3,
+                             lr=0.01).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.max_memory_allocated(device)
+    if spec["steps"] > 0:
+        next(method.losses(synthetic, 0)).backward()
+    if device.type == "cuda":
+        return {"peak_bytes": torch.cuda.max_memory_allocated(device) - base}
+    return {"peak_bytes": _peak_resident_bytes()}
+
+
 def _peak_resident_bytes() -> int:
     """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss does
     not (a child of a large process would report the parent's peak)."""
@@ -136,6 +165,22 @@ def _peak_resident_bytes() -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _child_peak(spec: dict) -> int:
+    done = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True,
+                          text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+
+
+def mtt_memory(net: dict, classes: int, ipc: int, steps: list, device: str) -> dict:
+    """Peak memory of one MTT iteration per number of unrolled student steps, each in a fresh
+    process, the set-up subtracted on the CPU (as ``cmi_memory``)."""
+    spec = {"kind": "mtt", "net": net, "classes": classes, "ipc": ipc, "device": device}
+    setup = _child_peak({**spec, "steps": 0}) if device != "cuda" else 0
+    mib = {n: max(_child_peak({**spec, "steps": n}) - setup, 0) / 2**20 for n in steps}
+    return {"classes": classes, "ipc": ipc, "net": net, "device": device, "mib_by_steps": mib,
+            "mib_per_step": (mib[steps[-1]] - mib[steps[0]]) / (steps[-1] - steps[0])}
 
 
 def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
@@ -157,4 +202,5 @@ def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(_memory_child(json.loads(sys.argv[1]))))
+    child = json.loads(sys.argv[1])
+    print(json.dumps((_mtt_child if child.get("kind") == "mtt" else _memory_child)(child)))

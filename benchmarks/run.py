@@ -9,7 +9,8 @@
 Sections: accuracy (base vs base+CMI per method over seeds, the random-real floor, the accuracy
 kept with cmi.every, and convergence from the accuracy curves), cost (seconds per iteration,
 side by side, as ratios), evaluation (one evaluation, sequential vs vectorized networks) and
-memory (the CMI term, whole set vs per class). Writes <out>/benchmarks.json and
+memory (the CMI term, whole set vs per class) and mtt_memory (one MTT iteration by the number
+of unrolled student steps). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
 import argparse
@@ -23,16 +24,18 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost
+from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
 from summary import accuracy_tables, write_summary
 
-SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory")
+SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory")
 
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
     "methods": ["dm", "dsa"], "seeds": [0, 1, 2], "every": 5, "every_methods": ["dm"],
     "cost_iterations": {"dm": 20, "dsa": 5}, "eval_epochs": (10, 30),
     "memory": {"classes": 100, "ipc": 50}, "paper_eval": True,
+    # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
+    "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
     # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
     # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
     "paper_step": {"overrides": ["experiment=paper", "dataset=cifar10_jpg", "method=dm",
@@ -46,6 +49,7 @@ QUICK = {
     "methods": ["dm", "dsa"], "seeds": [0, 1], "every": 2, "every_methods": ["dm"],
     "cost_iterations": {"dm": 4, "dsa": 2}, "eval_epochs": (1, 2),
     "memory": {"classes": 10, "ipc": 5}, "paper_eval": False,
+    "mtt_memory": {"classes": 10, "ipc": 2, "steps": [1, 2], "width": 8},
     "paper_step": {"overrides": ["dataset=digits", "method=dm", "method.algorithm.batch_real=16",
                                  "cmi.weight=100", "cmi.pretrained=false", "proxy.pool_size=1",
                                  "proxy.net.width=8"], "iterations": 2},
@@ -111,6 +115,16 @@ def run_memory(settings: dict, compose_fn, device: str) -> dict:
     return cmi_memory(net, device=device, **settings["memory"])
 
 
+def run_mtt_memory(settings: dict, compose_fn, device: str) -> dict:
+    spec = dict(settings["mtt_memory"])
+    cfg = compose_fn([f"expert.net.width={spec.pop('width')}"])
+    from omegaconf import OmegaConf
+
+    net = OmegaConf.to_container(cfg.expert.net, resolve=True)
+    net["depth"] = 3  # 32x32 images, whatever the composed dataset
+    return mtt_memory(net, device=device, **spec)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny digits settings, < 1 minute")
@@ -136,6 +150,7 @@ def main(argv=None) -> int:
                           "device": torch.cuda.get_device_name() if torch.cuda.is_available()
                           and args.device != "cpu" else "cpu"},
               "settings": {k: v for k, v in settings.items()}, "sections": {}}
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         def compose_fn(overrides):
             return compose(config_name="config", overrides=list(overrides))
@@ -149,9 +164,10 @@ def main(argv=None) -> int:
                 result = run_paper_step(settings, compose_fn, args.device)
             elif section == "evaluation":
                 result = run_evaluation(settings, compose_fn)
+            elif section == "memory":
+                result = run_memory(settings, compose_fn, device)
             else:
-                result = run_memory(settings, compose_fn, args.device if args.device != "auto"
-                                    else ("cuda" if torch.cuda.is_available() else "cpu"))
+                result = run_mtt_memory(settings, compose_fn, device)
             report["sections"][section] = {**result, "seconds": time.perf_counter() - tic}
             # Written after every section: a later failure never loses what is measured.
             (out / "benchmarks.json").write_text(json.dumps(report, indent=2, default=str))

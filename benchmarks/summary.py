@@ -148,6 +148,14 @@ def _lines(report: dict) -> list:
                   "| synthetic set | device | whole set MiB | per class MiB | ratio |", "|---|---|---|---|---|",
                   f"| {m['classes']} classes x {m['ipc']} | {m['device']} | {m['whole_mib']:.0f} | "
                   f"{m['per_class_mib']:.0f} | {m['ratio_whole_to_per_class']:.1f} |"]
+    if "mtt_memory" in s:
+        m = s["mtt_memory"]
+        lines += ["", "## Memory of one MTT iteration by unrolled student steps", "",
+                  "| synthetic set | student | device | " + " | ".join(f"{n} steps MiB" for n in m["mib_by_steps"])
+                  + " | MiB per step |", "|---" * (4 + len(m["mib_by_steps"])) + "|",
+                  f"| {m['classes']} classes x {m['ipc']} | ConvNet-{m['net']['width']} | {m['device']} | "
+                  + " | ".join(f"{v:.0f}" for v in m["mib_by_steps"].values())
+                  + f" | {m['mib_per_step']:.1f} |"]
     return lines
 
 

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from . import caches
 from .checkpoint import Checkpointer, Preempted
@@ -134,6 +135,15 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
                      "cmi_weight": float(cfg.cmi.weight), "seed": cfg.seed})
 
 
+def _recorded(cfg: DictConfig) -> dict:
+    """The config for results.json; evaluation does not need distillation-only keys (such as a
+    method's CMI weight) to resolve, so those stay as written when they cannot."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except InterpolationResolutionError:
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
 def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     """Evaluate a saved ``synthetic.pt`` with ``eval=...`` (the same protocol and random streams
     as the evaluation at the end of its distillation, so the same seed gives the same numbers)."""
@@ -150,7 +160,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     accuracy = instantiate(cfg.eval)(images, labels, real, cfg.seed, stream=stream,
                                      lr=synthetic.learned_lr)
     results = {"accuracy": accuracy, "synthetic": str(cfg.synthetic), "status": "finished",
-               "config": OmegaConf.to_container(cfg, resolve=True)}
+               "config": _recorded(cfg)}
     write_json(out_dir / "results.json", results)
     for arch, r in accuracy.items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])

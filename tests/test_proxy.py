@@ -6,8 +6,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from cmidd.proxy import PoolError
-from cmidd.tasks import _pool_location, build_proxy_pool, load_real, pretrain
+from cmidd.caches import location, proxy_pool
+from cmidd.store import StoreError
+from cmidd.tasks import load_real, pretrain
 
 
 def test_build_then_reload_gives_the_same_frozen_eval_mode_proxies(tiny, tmp_path):
@@ -15,51 +16,51 @@ def test_build_then_reload_gives_the_same_frozen_eval_mode_proxies(tiny, tmp_pat
     real = load_real(cfg, "cpu")
     summary = pretrain(cfg, tmp_path)
     assert len(summary["test_accuracy"]) == 2 and all(a > 0.2 for a in summary["test_accuracy"])
-    directory, _, _ = _pool_location(cfg, real)
+    directory = location(cfg, real, "proxy")
     meta = json.loads((directory / "proxy_000.json").read_text())
     assert {"net", "num_classes", "image_size", "mean", "std", "recipe", "test_accuracy", "seed",
             "sha256"} <= set(meta)
     mtime = (directory / "proxy_000.pt").stat().st_mtime_ns
     cfg.proxy.build_if_missing = False
-    pool = build_proxy_pool(cfg, real, "cpu")  # loads, trains nothing
+    pool = proxy_pool(cfg, real, "cpu")  # loads, trains nothing
     assert (directory / "proxy_000.pt").stat().st_mtime_ns == mtime
     assert len(pool) == 2 and all(not net.training for net in pool.nets)
     assert all(not p.requires_grad for net in pool.nets for p in net.parameters())
     x = real.train[0][:4]
-    again = build_proxy_pool(cfg, real, "cpu")
+    again = proxy_pool(cfg, real, "cpu")
     assert torch.equal(pool.first.embed(x), again.first.embed(x))
 
 
 def test_missing_pool_names_the_command_that_builds_it(tiny):
     cfg = tiny("proxy.build_if_missing=false")
-    with pytest.raises(PoolError, match="python launch.py task=pretrain .*proxy.pool_size=2"):
-        build_proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
+    with pytest.raises(StoreError, match="python launch.py task=pretrain .*proxy.pool_size=2"):
+        proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
 
 
 def test_pool_for_other_data_or_a_corrupt_file_is_refused_then_rebuilt(tiny, tmp_path):
     cfg = tiny("proxy.build_if_missing=false")
     real = load_real(cfg, "cpu")
     pretrain(cfg, tmp_path)
-    directory, _, _ = _pool_location(cfg, real)
+    directory = location(cfg, real, "proxy")
     meta_path = directory / "proxy_001.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "num_classes": 100}))
-    with pytest.raises(PoolError, match="num_classes=100.*num_classes=10"):
-        build_proxy_pool(cfg, real, "cpu")
+    with pytest.raises(StoreError, match="num_classes=100.*num_classes=10"):
+        proxy_pool(cfg, real, "cpu")
     meta_path.write_text(json.dumps(meta))
     weights = directory / "proxy_001.pt"
     intact = weights.read_bytes()
     weights.write_bytes(intact[:100])
-    with pytest.raises(PoolError, match="corrupt.*task=pretrain"):
-        build_proxy_pool(cfg, real, "cpu")
+    with pytest.raises(StoreError, match="corrupt.*task=pretrain"):
+        proxy_pool(cfg, real, "cpu")
     pretrain(cfg, tmp_path)  # the command the error names retrains the broken proxy only
     assert weights.read_bytes() == intact
-    assert len(build_proxy_pool(cfg, real, "cpu")) == 2
+    assert len(proxy_pool(cfg, real, "cpu")) == 2
 
 
 def test_untrained_pool_varies_its_initializations(tiny, cache):
     cfg = tiny("cmi.pretrained=false", "proxy.pool_size=3")
-    pool = build_proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
+    pool = proxy_pool(cfg, load_real(cfg, "cpu"), "cpu")
     weights = [next(net.parameters()) for net in pool.nets]
     assert len(pool) == 3 and not torch.equal(weights[0], weights[1])
     assert not (cache / "proxies").exists()  # nothing was trained or cached
