@@ -166,7 +166,7 @@ def main(argv=None) -> int:
                 result = run_evaluation(settings, compose_fn)
             elif section == "memory":
                 result = run_memory(settings, compose_fn, device)
-            else:
+            elif section == "mtt_memory":
                 result = run_mtt_memory(settings, compose_fn, device)
             report["sections"][section] = {**result, "seconds": time.perf_counter() - tic}
             # Written after every section: a later failure never loses what is measured.

@@ -6,13 +6,18 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from .errors import UserError
 from .experts import build_experts, expert_store, load_trajectories
 from .proxy import build_pool, load_pool, random_pool
 from .store import store_dir
 
 log = logging.getLogger(__name__)
-# Overrides that decide a cache's contents, kept in the command that builds it.
+# Overrides that decide a cache's contents, kept in the command that builds it: these groups and
+# keys with everything under them, and the choice of method and IPC (which pick the data's ZCA
+# and a preset's per-method settings, conf/scale/<experiment>/<method>.yaml).
 KEEP = ("dataset", "experiment", "cache_dir", "data_root", "zca")
+KEEP_EXACT = ("method", "ipc")
+SUBDIR = {"proxy": "proxies", "expert": "experts"}  # <cache_dir>/<subdir>/ per cached group
 
 
 def location(cfg: DictConfig, real, group: str) -> Path:
@@ -23,8 +28,13 @@ def location(cfg: DictConfig, real, group: str) -> Path:
               if k not in ("root", "archive", "train", "test")}
     spec = {"net": OmegaConf.to_container(node.net, resolve=True),
             "recipe": OmegaConf.to_container(node.recipe, resolve=True), "seed": node.seed}
-    root = Path(cfg.cache_dir) / {"proxy": "proxies", "expert": "experts"}[group]
-    return store_dir(root, {**real.meta, "loader": loader}, node.name, spec)
+    return store_dir(Path(cfg.cache_dir) / SUBDIR[group], {**real.meta, "loader": loader},
+                     node.name, spec)
+
+
+def _kept(override: str, group: str) -> bool:
+    key = override.lstrip("+~").split("=")[0]
+    return key.split(".")[0] in (*KEEP, group) or key in KEEP_EXACT
 
 
 def rebuild_command(cfg: DictConfig, task: str, group: str, size_key: str) -> str:
@@ -34,8 +44,9 @@ def rebuild_command(cfg: DictConfig, task: str, group: str, size_key: str) -> st
 
         overrides = list(HydraConfig.get().overrides.task)
     except ValueError:  # composed outside a Hydra app (tests, notebooks)
-        overrides = [f"dataset={cfg.dataset.name}", f"{group}={cfg[group].name}"]
-    kept = [o for o in overrides if o.lstrip("+~").split("=")[0].split(".")[0] in (*KEEP, group)
+        overrides = [f"dataset={cfg.dataset.name}", f"{group}={cfg[group].name}",
+                     f"method={cfg.method.name}", f"ipc={cfg.ipc}"]
+    kept = [o for o in overrides if _kept(o, group)
             and not o.startswith((f"{group}.build_if_missing", size_key))]
     if cfg.zca.enabled and not any(o.startswith("zca.enabled") for o in kept):
         kept.append("zca.enabled=true")  # decided by the method's table in this run
@@ -67,9 +78,7 @@ def _expert_store(cfg: DictConfig, real):
                         rebuild_command(cfg, "buffer", "expert", "expert.count"))
 
 
-def build_expert_buffer(cfg: DictConfig, real, device) -> list:
-    """Train the experts of ``expert=...`` missing from the cache; returns all their metadata."""
-    store = _expert_store(cfg, real)
+def _build_experts(store, cfg: DictConfig, real, device) -> list:
     log.info("expert buffer: %d %s experts in %s", cfg.expert.count, cfg.expert.name,
              store.directory)
     return build_experts(store, instantiate(cfg.expert.net), cfg.expert.count, real,
@@ -78,9 +87,20 @@ def build_expert_buffer(cfg: DictConfig, real, device) -> list:
                          OmegaConf.to_container(cfg.expert.net, resolve=True))
 
 
+def build_expert_buffer(cfg: DictConfig, real, device) -> list:
+    """Train the experts of ``expert=...`` missing from the cache; returns all their metadata."""
+    return _build_experts(_expert_store(cfg, real), cfg, real, device)
+
+
 def trajectories(cfg: DictConfig, real, device):
     """The experts' trajectories for the run (loaded once, memory-mapped), trained first when
     missing if ``expert.build_if_missing``."""
+    student = OmegaConf.to_container(cfg.method.algorithm.net, resolve=True)
+    experts = OmegaConf.to_container(cfg.expert.net, resolve=True)
+    if student != experts:
+        raise UserError(f"method.algorithm.net={student} differs from expert.net={experts}: the "
+                        "student must be the experts' architecture")
+    store = _expert_store(cfg, real)
     if cfg.expert.build_if_missing:
-        build_expert_buffer(cfg, real, device)
-    return load_trajectories(_expert_store(cfg, real), cfg.expert.count, real)
+        _build_experts(store, cfg, real, device)  # checksums each expert once, for the load too
+    return load_trajectories(store, cfg.expert.count, real)

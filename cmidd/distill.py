@@ -21,10 +21,10 @@ from .errors import NonFiniteError
 log = logging.getLogger(__name__)
 
 
-def _finite(value: float, iteration: int, term: str) -> float:
+def _finite(value: float, iteration: int, term: str, rates: str) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"iteration {iteration}: {term} is {value}; the synthetic set of the "
-                             "previous iteration is kept (lower method.optimizer.lr or cmi.weight)")
+                             f"previous iteration is kept (lower {rates})")
     return value
 
 
@@ -48,6 +48,12 @@ class Distillation:
                         "iterations": iterations, "seconds_per_iteration": None,
                         "status": "running", "config": config or {}}
 
+    @property
+    def _rates(self) -> str:
+        """The settings that can make the set diverge, for error messages."""
+        learned = ", method.synthetic_lr.lr" if self.synthetic.lr is not None else ""
+        return f"method.optimizer.lr{learned} or cmi.weight"
+
     def _measure_cmi(self):
         return None if self.cmi is None else self.cmi.measure(*self.synthetic.decoded())
 
@@ -69,19 +75,18 @@ class Distillation:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
-            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss")
+            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss", self._rates)
             first = k == 0 or getattr(self.method, "cmi_each_step", False)
             if first and self.weight > 0 and iteration % self.cmi_every == 0:
                 cmi = self.cmi(*self.synthetic.decoded())
                 total = loss + self.weight * cmi
-                losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term")
+                losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term", self._rates)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
             if not all(torch.isfinite(p).all() for p in self.synthetic.parameters()):
                 raise NonFiniteError(f"iteration {iteration}: the synthetic set became NaN or "
-                                     "infinite after the update; lower method.optimizer.lr or "
-                                     "cmi.weight")
+                                     f"infinite after the update; lower {self._rates}")
         losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
         if self.synthetic.lr is not None:
             losses["synthetic/lr"] = self.synthetic.learned_lr

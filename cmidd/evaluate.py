@@ -52,8 +52,9 @@ class Evaluator:
             nets = [build_seeded(make_net, seed, name, in_channels=c, num_classes=real.num_classes,
                                  image_size=h).to(images.device) for name in names]
             generators = [generator(seed, name) for name in names]
+            hyper = self.hyper if lr is None else {**self.hyper, "lr": lr}
             train = dict(epochs=self.epochs, augment=self.augment,
-                         lr_decay_epoch=self.epochs // 2, **{**self.hyper, **({"lr": lr} if lr else {})})
+                         lr_decay_epoch=self.epochs // 2, **hyper)
             if self.vectorized(images.device):
                 ensemble = train_ensemble(nets, images, labels, generators=generators, **train)
                 runs = ensemble_accuracy(ensemble, real.test_images, real.test_labels)

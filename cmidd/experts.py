@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .errors import UserError
 from .proxy import net_args
 from .runtime import build_seeded, generator
 from .store import Store
@@ -55,11 +56,13 @@ def build_experts(store: Store, make_net, count: int, real, recipe: dict, augmen
 
 class Trajectories:
     """The experts of a run, loaded once and memory-mapped on the CPU (a paper-scale buffer is
-    gigabytes); only the two snapshots an iteration matches go to the device."""
+    gigabytes); only the two snapshots an iteration matches go to the device. MTT draws an
+    expert uniformly per iteration (with replacement, as the reference's ``--load_all`` path;
+    its default walks shuffled files of 10 experts without replacement)."""
 
     def __init__(self, trajectories: list):
         if not trajectories:
-            raise ValueError("expert.count must be at least 1")
+            raise UserError("expert.count=0 is invalid: MTT needs at least one expert")
         self.trajectories = trajectories
 
     def __len__(self) -> int:

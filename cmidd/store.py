@@ -58,6 +58,7 @@ class Store:
     def __init__(self, directory: Path, prefix: str, what: str, size_key: str, rebuild: str = ""):
         self.directory, self.prefix, self.what = Path(directory), prefix, what
         self.size_key, self.rebuild = size_key, rebuild
+        self.verified = set()  # items checksummed by this store already (a buffer is gigabytes)
 
     def paths(self, i: int) -> tuple:
         stem = self.directory / f"{self.prefix}_{i:03d}"
@@ -76,11 +77,13 @@ class Store:
             meta = json.loads(meta_path.read_text())
             if (all(meta.get(k) == real_meta.get(k) for k in META_KEYS) and data_path.is_file()
                     and _sha256(data_path) == meta.get("sha256")):
+                self.verified.add(i)
                 return meta
         payload, extra = make(i)
         _atomic(data_path, lambda tmp: torch.save(payload, tmp))
         meta = {**real_meta, **extra, "index": i, "sha256": _sha256(data_path)}
         _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        self.verified.add(i)
         return meta
 
     def load(self, size: int, real_meta: dict, mmap: bool = False) -> list:
@@ -99,7 +102,8 @@ class Store:
                     raise StoreError(f"{self.what} {self.directory} was built for {key}="
                                      f"{meta.get(key)}, this run has {key}={real_meta.get(key)}; "
                                      f"build a matching one with: {self.rebuild}")
-            if not data_path.is_file() or _sha256(data_path) != meta["sha256"]:
+            if i not in self.verified and (not data_path.is_file()
+                                           or _sha256(data_path) != meta["sha256"]):
                 raise StoreError(f"{self.what} file {data_path} is missing or corrupt (checksum "
                                  f"mismatch); rebuild it with: {self.rebuild}")
             items.append((torch.load(data_path, map_location="cpu", weights_only=True, mmap=mmap),

@@ -81,9 +81,10 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     cmi = _cmi_term(cfg, real, device, weight, method)
     learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
     synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init,
-                                       cfg.method.get("factor", 1), learn_lr and learn_lr.init)
+                                       cfg.method.get("factor", 1),
+                                       None if learn_lr is None else learn_lr.init)
     groups = [{"params": [synthetic.images]}]
-    if learn_lr:
+    if learn_lr is not None:
         groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
     optimizer = instantiate(cfg.method.optimizer)(groups)
     return SimpleNamespace(device=device, real=real, weight=weight, method=method, cmi=cmi,

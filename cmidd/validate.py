@@ -48,13 +48,29 @@ def check_config(cfg: DictConfig) -> None:
     _choice(cfg, "cmi.space", SPACES)
     _choice(cfg, "eval.vectorize", ("auto", True, False))
     check_zca(cfg)
+    if cfg.method.get("uses_experts"):
+        check_trajectory_matching(cfg)
     check_device(cfg.device)
     check_data_source(cfg)
 
 
 def check_zca(cfg: DictConfig) -> None:
     _choice(cfg, "zca.enabled", (True, False))
-    _number(cfg, "zca.eps", 0, integer=False)
+    eps = _number(cfg, "zca.eps", 0, integer=False)
+    if eps == 0:
+        raise UserError("zca.eps=0 is invalid: it must be > 0 (it regularizes the inverse square "
+                        "root of the pixel covariance's eigenvalues)")
+
+
+def check_trajectory_matching(cfg: DictConfig) -> None:
+    for key in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
+        _number(cfg, f"method.algorithm.{key}", 1, integer=True)
+    for key in ("expert.count", "expert.recipe.epochs", "expert.recipe.batch_size"):
+        _number(cfg, key, 1, integer=True)
+    if cfg.method.get("synthetic_lr") is None:
+        raise UserError(f"method={cfg.method.name} learns the training lr: it needs "
+                        "method.synthetic_lr.init and method.synthetic_lr.lr")
+    _number(cfg, "method.synthetic_lr.lr", 0, integer=False)
 
 
 def check_device(device: str) -> None:

@@ -184,3 +184,29 @@ def test_a_crash_then_resume_continues_images_lr_and_expert_draws(mtt, tmp_path,
     distill(mtt(*run), tmp_path / "resumed")
     whole, resumed = (SyntheticSet.load(tmp_path / r / "synthetic.pt") for r in ("whole", "resumed"))
     assert torch.equal(whole.images, resumed.images) and whole.learned_lr == resumed.learned_lr
+
+
+def test_the_printed_buffer_command_builds_the_buffer_the_run_needs(cache, tmp_path):
+    # The demo preset's MTT experts differ from the expert group's defaults (conf/scale/demo/mtt.yaml):
+    # the command must carry the method so that it composes the same experts.
+    done = subprocess.run([sys.executable, "launch.py", *BASE, "method=mtt", "cmi=none",
+                           "expert.build_if_missing=false", f"cache_dir={cache}",
+                           f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    command = done.stderr.strip().splitlines()[-1].split("build it with: ")[1].split()
+    assert command[:3] == ["python", "launch.py", "task=buffer"] and "method=mtt" in command
+    run = compose_config([*BASE, "method=mtt", "cmi=none"], cache_dir=cache)
+    built = compose_config(command[2:])
+    real = load_real(run, "cpu")
+    assert caches.location(built, real, "expert") == caches.location(run, real, "expert")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("method.algorithm.max_start_epoch=0", "method.algorithm.max_start_epoch=0 is invalid"),
+    ("method.algorithm.batch_syn=0", "method.algorithm.batch_syn=0 is invalid"),
+    ("expert.count=0", "expert.count=0 is invalid"),
+    ("zca.eps=0", "zca.eps=0 is invalid"),
+])
+def test_bad_trajectory_matching_settings_are_named(mtt, override, message):
+    with pytest.raises(UserError, match=message):
+        components(mtt("cmi=none", override))

@@ -98,3 +98,12 @@ def test_two_processes_building_one_pool_train_each_proxy_once(cache, tmp_path):
     assert len(pools) == 1
     assert sorted(p.name for p in Path(pools.pop()).iterdir()) == [
         "proxy_000.json", "proxy_000.pt", "proxy_001.json", "proxy_001.pt"]
+
+
+def test_cache_directory_names_are_stable():
+    # Pinned: a change of the naming would orphan every pool and buffer already built.
+    from cmidd.store import store_dir
+
+    data = {"dataset": "cifar10", "num_classes": 10}
+    spec = {"net": {"width": 32}, "recipe": {"epochs": 5}, "seed": 0}
+    assert store_dir("/c", data, "convnet", spec).as_posix() == "/c/cifar10/convnet-87fe749e18"
