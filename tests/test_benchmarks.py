@@ -16,7 +16,7 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "benchmarks.json").read_text())
     sections = report["sections"]
-    assert set(sections) == {"accuracy", "cost", "paper_step", "evaluation", "memory"}
+    assert set(sections) == {"accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory"}
     assert sections["paper_step"]["speedup"] > 0
     for method in ("dm", "dsa"):
         acc = sections["accuracy"][method]
@@ -30,6 +30,8 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     assert sections["accuracy"]["dm"]["cmi_every"]["done"] == 2
     assert sections["evaluation"]["protocol"]["speedup_vectorized"] > 0
     assert sections["memory"]["whole_bytes"] > 0
+    assert set(sections["mtt_memory"]["mib_by_steps"]) == {"1", "2"}
     summary = (out / "summary.md").read_text()
     assert "## Accuracy" in summary and "## Cost per iteration" in summary
+    assert "## Memory of one MTT iteration" in summary
     assert "python benchmarks/run.py --quick" in summary
