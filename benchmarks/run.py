@@ -4,6 +4,7 @@
     python benchmarks/run.py --quick                 # the same pipeline on tiny digits (< 1 min)
     python benchmarks/run.py --only cost,memory      # some sections
     python benchmarks/run.py --jobs 8                # distillation runs 8 at a time (joblib)
+    python benchmarks/run.py --only cost --methods mtt -- cmi.weight=0.3   # other methods
     python benchmarks/run.py -- dataset.loader.archive=/data/cifar10-jpg.tar.gz  # config overrides
 
 Sections: accuracy (base vs base+CMI per method over seeds, the random-real floor, the accuracy
@@ -32,7 +33,7 @@ SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memor
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
     "methods": ["dm", "dsa"], "seeds": [0, 1, 2], "every": 5, "every_methods": ["dm"],
-    "cost_iterations": {"dm": 20, "dsa": 5}, "eval_epochs": (10, 30),
+    "cost_iterations": {"dm": 20, "dsa": 5, "mtt": 6}, "eval_epochs": (10, 30),
     "memory": {"classes": 100, "ipc": 50}, "paper_eval": True,
     # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
     "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--jobs", type=int, default=1,
                         help="distillation runs in parallel (Hydra's joblib launcher)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated methods for accuracy and cost (default: dm,dsa)")
     parser.add_argument("extra", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     sections = args.only.split(",")
@@ -140,6 +143,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"--only={args.only}: unknown section(s) {sorted(unknown)}; known: {SECTIONS}")
     settings = QUICK if args.quick else FULL
+    if args.methods:
+        settings = {**settings, "methods": args.methods.split(",")}
     settings = {**settings, "overrides": [*settings["overrides"], f"device={args.device}",
                                           "logger=none", *args.extra], "extra": args.extra}
     out = args.out or ROOT / "benchmarks" / "out" / ("quick" if args.quick else "full")

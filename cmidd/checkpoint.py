@@ -71,8 +71,15 @@ class Checkpointer:
             log.warning("signal %d: checkpointing at the end of this iteration", signum)
             self.requested = True
 
-        for signum in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(signum, request)
+        self.previous = {signum: signal.signal(signum, request)
+                         for signum in (signal.SIGTERM, signal.SIGUSR1)}
+
+    def restore_signal_handlers(self) -> None:
+        """Put back the handlers from before the run: the jobs of a local multirun share one
+        process, and a handler left behind would swallow a signal meant for the next job."""
+        for signum, handler in getattr(self, "previous", {}).items():
+            signal.signal(signum, handler)
+        self.previous = {}
 
     def due(self, iteration: int) -> bool:
         return self.requested or (self.every > 0 and iteration % self.every == 0)

@@ -114,6 +114,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         logger.finish(exit_code=1)
         raise
     finally:
+        checkpointer.restore_signal_handlers()
         synthetic.save(out_dir / "synthetic.pt", iteration=run.done, seed=cfg.seed,
                        dataset=real.meta)
         synthetic.save_grid(out_dir / "synthetic.png")

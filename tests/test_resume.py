@@ -137,3 +137,11 @@ def test_resume_continues_in_the_named_run_directory(tiny, tmp_path, monkeypatch
     with pytest.raises(SystemExit) as stop:
         app.run(tiny(*RESUMABLE, f"resume={tmp_path / 'whole' / 'nothing'}"), tmp_path / "x")
     assert stop.value.code == 2 and "has no checkpoint.pt" in capsys.readouterr().err
+
+
+def test_the_run_puts_back_the_signal_handlers_it_found(tiny, tmp_path):
+    # A local multirun runs its jobs in one process: a handler left behind by a finished job
+    # would swallow a SIGTERM meant for the next one (found when a sweep ignored `kill`).
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    distill(tiny("iterations=1"), tmp_path / "run")
+    assert {s: signal.getsignal(s) for s in before} == before
