@@ -168,20 +168,14 @@ def test_a_dataset_without_mtt_settings_is_a_one_line_error(cache, tmp_path):
 
 def test_a_crash_then_resume_continues_images_lr_and_expert_draws(mtt, tmp_path, monkeypatch):
     from cmidd.methods import MTT as Method
+    from test_resume import crash_at
 
     run = ["cmi.weight=1000", "iterations=4", "checkpoint.every=2"]
     distill(mtt(*run), tmp_path / "whole")
-    original = Method.losses
-
-    def crash(self, synthetic, iteration):
-        if iteration == 3:
-            raise KeyboardInterrupt
-        yield from original(self, synthetic, iteration)
-
-    monkeypatch.setattr(Method, "losses", crash)
+    restore = crash_at(monkeypatch, Method, 3)
     with pytest.raises(KeyboardInterrupt):
         distill(mtt(*run), tmp_path / "resumed")
-    monkeypatch.setattr(Method, "losses", original)
+    restore()
     distill(mtt(*run), tmp_path / "resumed")
     whole, resumed = (SyntheticSet.load(tmp_path / r / "synthetic.pt") for r in ("whole", "resumed"))
     assert torch.equal(whole.images, resumed.images) and whole.learned_lr == resumed.learned_lr

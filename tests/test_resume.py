@@ -17,18 +17,22 @@ from conftest import ROOT, TINY
 RESUMABLE = ["iterations=8", "checkpoint.every=2", "eval.every=3"]
 
 
-def crash_at_iteration_five(monkeypatch):
-    """Make DM raise at iteration 5, as if killed after the checkpoint of iteration 4; returns
-    the function that restores it."""
-    original = DM.losses
+def crash_at(monkeypatch, method, iteration: int):
+    """Make ``method``'s losses raise at ``iteration``, as if killed after the checkpoint of the
+    iteration before; returns the function that restores it."""
+    original = method.losses
 
-    def crash(self, synthetic, iteration):
-        if iteration == 5:
+    def crash(self, synthetic, at):
+        if at == iteration:
             raise KeyboardInterrupt
-        yield from original(self, synthetic, iteration)
+        yield from original(self, synthetic, at)
 
-    monkeypatch.setattr(DM, "losses", crash)
-    return lambda: monkeypatch.setattr(DM, "losses", original)
+    monkeypatch.setattr(method, "losses", crash)
+    return lambda: monkeypatch.setattr(method, "losses", original)
+
+
+def crash_at_iteration_five(monkeypatch):
+    return crash_at(monkeypatch, DM, 5)
 
 
 def final_images(out_dir):
