@@ -19,9 +19,9 @@ from .loggers import run_labels
 from .runtime import generator, resolve_device, seed_everything
 from .store import StoreError
 from .synthetic import SyntheticSet
-from .whitening import whiten
 from .validate import (check_config, check_data, check_data_source, check_device,
                        check_synthetic, check_zca)
+from .whitening import whiten
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +75,9 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)
     weight = float(cfg.cmi.weight)
-    # Trajectory matching (method.uses_experts) also gets the experts' trajectories.
-    extra = {"trajectories": caches.trajectories(cfg, real, device)} if cfg.method.get("uses_experts") else {}
+    extra = {}
+    if cfg.method.get("uses_experts"):  # trajectory matching also gets the experts' trajectories
+        extra["trajectories"] = caches.trajectories(cfg, real, device)
     method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **extra)
     cmi = _cmi_term(cfg, real, device, weight, method)
     learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
