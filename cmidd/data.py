@@ -75,6 +75,13 @@ def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     return (images - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
 
 
+def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Normalized images back to pixels in [0, 1] (not clamped)."""
+    view = (1, -1, 1, 1)
+    return (images * torch.tensor(std, device=images.device).view(view)
+            + torch.tensor(mean, device=images.device).view(view))
+
+
 def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, class_names=None):
     """Build a RealData from float images in [0, 1]; mean/std default to the training set's."""
     if mean is None or std is None:

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import save_image
 
+from .data import denormalize
 from .errors import UserError
 
 
@@ -86,10 +87,7 @@ class SyntheticSet(nn.Module):
         images = self.images.detach()
         if self.whitening is not None:
             images = self.whitening.inverse_transform(images)
-        view = (1, -1, 1, 1)
-        mean = torch.tensor(self.mean, device=images.device).view(view)
-        std = torch.tensor(self.std, device=images.device).view(view)
-        return (images * std + mean).clamp(0, 1)
+        return denormalize(images, self.mean, self.std).clamp(0, 1)
 
     def state(self) -> dict:
         return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),

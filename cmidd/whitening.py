@@ -9,14 +9,11 @@ loaded rather than stored.
 import torch
 from kornia.enhance import ZCAWhitening
 
-from .data import RealData
+from .data import RealData, denormalize
 
 
 def _pixels(images: torch.Tensor, real: RealData) -> torch.Tensor:
-    view = (1, -1, 1, 1)
-    mean = torch.tensor(real.mean, device=images.device).view(view)
-    std = torch.tensor(real.std, device=images.device).view(view)
-    return images * std + mean
+    return denormalize(images, real.mean, real.std)
 
 
 def whiten(real: RealData, eps: float) -> RealData:
