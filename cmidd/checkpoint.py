@@ -1,7 +1,9 @@
 """Checkpoints of a distillation run, so that a killed or preempted run resumes where it was.
 
-A checkpoint holds the synthetic set, its optimizer, the iteration, every random generator's
-state, the results so far and the logger's run id. It is written to a temporary file and
+A checkpoint holds the synthetic set, its optimizer, the number of iterations done, every random
+generator's state, the results so far and the logger's run id: tensors and plain containers
+only, so that it loads with ``torch.load(weights_only=True)`` (a checkpoint in a run directory
+is a file like any other, and a pickle could run code). It is written to a temporary file and
 renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and SIGUSR1
 (what SLURM and submitit send before preemption) ask for a checkpoint at the end of the current
 iteration, after which the run stops with ``Preempted``.
@@ -15,13 +17,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, describe
 
 log = logging.getLogger(__name__)
 
 # Keys that do not change a run's result: a checkpoint may be resumed with other values.
 NEUTRAL = ("logger", "log_every", "checkpoint", "resume", "device", "cache_dir", "data_root",
            "download", "study")
+# Keys that extend a run rather than change it: a resumed run may go on for longer (its
+# evaluation schedule may follow, e.g. eval.every derived from iterations).
+EXTENDABLE = ("iterations", "eval.every")
 
 
 class Preempted(Exception):
@@ -29,8 +34,14 @@ class Preempted(Exception):
 
 
 def global_rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-             "python": random.getstate()}
+    """The global generators' states as tensors and plain numbers."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
+                       "position": int(position), "has_gauss": int(has_gauss),
+                       "gauss": float(gauss)},
+             "python": {"version": version, "words": list(words), "gauss_next": gauss_next}}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -38,8 +49,11 @@ def global_rng_state() -> dict:
 
 def set_global_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["words"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -56,10 +70,11 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 
 def differing_keys(saved: dict, current: dict) -> list:
-    """The keys whose values differ between two resolved configs, ignoring neutral ones."""
+    """The keys whose values differ between two resolved configs, ignoring neutral and
+    extendable ones."""
     a, b = _flatten(saved), _flatten(current)
     return sorted(k for k in a.keys() | b.keys()
-                  if a.get(k) != b.get(k) and not k.startswith(NEUTRAL))
+                  if a.get(k) != b.get(k) and not k.startswith(NEUTRAL) and k not in EXTENDABLE)
 
 
 class Checkpointer:
@@ -94,14 +109,18 @@ class Checkpointer:
         if not self.path.exists():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            saved = state["config"]
         except Exception as error:  # noqa: BLE001 -- any unreadable file gets the same message
-            raise UserError(f"checkpoint {self.path} cannot be read ({type(error).__name__}); "
-                            "delete it to start over") from None
-        differing = differing_keys(state["config"], config)
+            raise UserError(f"checkpoint {self.path} cannot be read: {describe(error)}; delete "
+                            "it to start over") from None
+        differing = differing_keys(saved, config)
         if differing:
-            shown = ", ".join(f"{k}={_flatten(state['config']).get(k)!r} (now "
+            shown = ", ".join(f"{k}={_flatten(saved).get(k)!r} (now "
                               f"{_flatten(config).get(k)!r})" for k in differing[:5])
             raise UserError(f"checkpoint {self.path} is from a run with other settings: {shown}; "
                             "use another run directory or delete the checkpoint")
+        if config["iterations"] < state["iteration"]:
+            raise UserError(f"iterations={config['iterations']} is invalid: checkpoint "
+                            f"{self.path} is after {state['iteration']} iterations already")
         return state

@@ -16,15 +16,15 @@ from pathlib import Path
 import torch
 
 from .checkpoint import Preempted, global_rng_state, set_global_rng_state
-from .errors import NonFiniteError
+from .errors import NonFiniteError, UserError, describe
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 
 def _finite(value: float, iteration: int, term: str, rates: str) -> float:
     if not math.isfinite(value):
-        raise NonFiniteError(f"iteration {iteration}: {term} is {value}; the synthetic set of the "
-                             f"previous iteration is kept (lower {rates})")
+        raise NonFiniteError(f"iteration {iteration + 1}: {term} is {value} (lower {rates})")
     return value
 
 
@@ -44,6 +44,7 @@ class Distillation:
         self.out_dir, self.logger, self.cmi, self.weight = Path(out_dir), logger, cmi, weight
         self.log_every, self.checkpointer, self.cmi_every = log_every, checkpointer, cmi_every
         self.done = 0  # iterations completed
+        self.unsaved = None  # why synthetic.pt could not be written, if it could not
         self.results = {"accuracy": {}, "accuracy_curve": [], "cmi": {"start": None, "end": None},
                         "iterations": iterations, "seconds_per_iteration": None,
                         "status": "running", "config": config or {}}
@@ -58,15 +59,17 @@ class Distillation:
         return None if self.cmi is None else self.cmi.measure(*self.synthetic.decoded())
 
     def _evaluate(self, iteration: int) -> dict:
+        """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
         images, labels = self.synthetic.decoded()
         accuracy = self.evaluator(images, labels, self.real, self.seed, stream=f"eval/{iteration}",
                                   lr=self.synthetic.learned_lr)
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
-        self.results["accuracy_curve"].append(point)
+        curve = self.results["accuracy_curve"]
+        curve[:] = [p for p in curve if p["iteration"] != iteration] + [point]  # an extended run
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
         self.synthetic.save_grid(self.out_dir / "synthetic.png")
         self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
-        log.info("iteration %d: accuracy %s", iteration,
+        log.info("after %d iterations: accuracy %s", iteration,
                  ", ".join(f"{a} {r['mean']:.4f} ± {r['std']:.4f}" for a, r in accuracy.items()))
         write_json(self.out_dir / "results.json", self.results)
         return accuracy
@@ -75,7 +78,8 @@ class Distillation:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
-            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss", self._rates)
+            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss",
+                                              self._rates)
             first = k == 0 or getattr(self.method, "cmi_each_step", False)
             if first and self.weight > 0 and iteration % self.cmi_every == 0:
                 cmi = self.cmi(*self.synthetic.decoded())
@@ -84,67 +88,105 @@ class Distillation:
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
             self.optimizer.step()
-            if not all(torch.isfinite(p).all() for p in self.synthetic.parameters()):
-                raise NonFiniteError(f"iteration {iteration}: the synthetic set became NaN or "
-                                     f"infinite after the update; lower {self._rates}")
+            if not self.synthetic.is_finite():
+                raise NonFiniteError(f"iteration {iteration + 1}: the synthetic set became NaN or "
+                                     f"infinite after the update (lower {self._rates})")
         losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
         if self.synthetic.lr is not None:
             losses["synthetic/lr"] = self.synthetic.learned_lr
         return losses
 
-    def state(self, next_iteration: int, seconds: float) -> dict:
-        """Everything needed to continue from ``next_iteration`` exactly as without a stop."""
-        return {"iteration": next_iteration, "seconds": seconds, "results": self.results,
+    def state(self, done: int, seconds: float) -> dict:
+        """Everything needed to continue after ``done`` iterations exactly as without a stop."""
+        return {"iteration": done, "seconds": seconds, "results": self.results,
                 "config": self.results["config"], "synthetic": self.synthetic.state(),
                 "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
                 "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
                 "rng": global_rng_state(), "logger_run_id": self.logger.run_id}
 
     def restore(self, state: dict) -> tuple:
-        with torch.no_grad():
-            self.synthetic.images.copy_(state["synthetic"]["images"])
-            if self.synthetic.lr is not None:
-                self.synthetic.lr.fill_(state["synthetic"]["lr"])
+        self.synthetic.restore(state["synthetic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.method.load_state_dict(state["method"])
         if self.cmi is not None:
             self.cmi.generator.set_state(state["proxy_generator"])
         set_global_rng_state(state["rng"])
-        self.results = {**state["results"], "status": "running"}
-        log.info("resumed from the checkpoint at iteration %d", state["iteration"])
+        # A resumed run may go on for longer than the first: the config is today's.
+        self.results = {**state["results"], "status": "running", "iterations": self.iterations,
+                        "config": self.results["config"]}
+        log.info("resumed from the checkpoint after %d iterations", state["iteration"])
         return state["iteration"], state["seconds"]
 
-    def _checkpoint(self, next_iteration: int, seconds: float) -> None:
-        if self.checkpointer is None or not self.checkpointer.due(next_iteration):
+    def _checkpoint(self, done: int, seconds: float, final: bool = False) -> None:
+        if self.checkpointer is None or not (final or self.checkpointer.due(done)):
             return
-        self.checkpointer.save(self.state(next_iteration, seconds))
-        if self.checkpointer.requested:
-            self.results["status"] = f"preempted at iteration {next_iteration}"
+        self.checkpointer.save(self.state(done, seconds))
+        if self.checkpointer.requested and not final:
+            self.results["status"] = f"preempted after {done} iterations"
             write_json(self.out_dir / "results.json", self.results)
-            raise Preempted(f"stopped on a signal after iteration {next_iteration - 1}; the "
-                            "checkpoint is saved: run the same command to resume")
+            raise Preempted(f"stopped on a signal after {done} iterations; the checkpoint is "
+                            "saved: run the same command to resume")
+
+    def _log_progress(self, progress: Progress, losses: dict) -> None:
+        if (self.done - 1) % self.log_every == 0 or self.done == self.iterations:
+            progress.log(log, self.done, "iteration %d: %s", self.done,
+                         ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()))
 
     def run(self, state: dict = None) -> dict:
-        """Distill from scratch, or from a checkpoint's ``state``."""
+        """Distill from scratch, or from a checkpoint's ``state`` (a finished run's too, to
+        extend it to more iterations)."""
         start, seconds = self.restore(state) if state else (0, 0.0)
         self.done = start
+        if state and state["results"]["status"] == "finished" and start == self.iterations:
+            log.info("the checkpoint's run is finished after %d iterations", start)
+            return self.results
         if state is None:
             self.results["cmi"]["start"] = self._measure_cmi()
+        progress = Progress(self.iterations, start)
+        evaluated = {p["iteration"] for p in self.results["accuracy_curve"]}
         for iteration in range(start, self.iterations):
-            if self.evaluator.due(iteration, self.iterations):
+            if self.evaluator.due(iteration, self.iterations) and iteration not in evaluated:
                 self._evaluate(iteration)
             tic = time.perf_counter()
-            losses = self._step(iteration)
+            before = self.synthetic.snapshot()
+            try:
+                losses = self._step(iteration)
+            except NonFiniteError as error:
+                self.synthetic.restore(before)  # the last finite set is what gets saved
+                raise NonFiniteError(f"{error}; synthetic.pt keeps the last finite set, after "
+                                     f"{self.done} iterations") from None
             seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
-            if iteration % self.log_every == 0 or iteration == self.iterations - 1:
-                log.info("iteration %d/%d: %s", iteration, self.iterations,
-                         ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()))
             self.done = iteration + 1
-            self._checkpoint(iteration + 1, seconds)
+            self._log_progress(progress, losses)
+            self._checkpoint(self.done, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
         self.results["cmi"]["end"] = self._measure_cmi()
         self.results["accuracy"] = self._evaluate(self.iterations)
+        self.save_set()
         self.results["status"] = "finished"
+        self._checkpoint(self.done, seconds, final=True)  # lets the run be extended later
         write_json(self.out_dir / "results.json", self.results)
         return self.results
+
+    def save_set(self) -> None:
+        """``synthetic.pt`` and ``synthetic.png`` of the set as it is now."""
+        path = self.out_dir / "synthetic.pt"
+        try:
+            self.synthetic.save(path, iteration=self.done, seed=self.seed, dataset=self.real.meta)
+            self.synthetic.save_grid(self.out_dir / "synthetic.png")
+        except OSError as error:
+            self.unsaved = f"{path} could not be written: {describe(error)}"
+            raise UserError(self.unsaved) from error
+
+    def fail(self, error: BaseException) -> None:
+        """After ``run`` stopped on ``error``: keep what was computed (the set, which is the last
+        finite one, and results.json saying why the run stopped)."""
+        if not isinstance(error, Preempted):
+            self.results["status"] = f"failed: {describe(error)}"
+        if self.unsaved is None:
+            try:
+                self.save_set()
+            except UserError:
+                self.results["status"] += f"; {self.unsaved}"
+        write_json(self.out_dir / "results.json", self.results)

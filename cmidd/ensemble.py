@@ -47,7 +47,7 @@ class Ensemble:
 
 def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,
                    momentum: float, weight_decay: float, batch_size: int, generators: list,
-                   augment=None, lr_decay_epoch: int = None) -> Ensemble:
+                   augment=None, lr_decay_epoch: int = None, on_epoch=None) -> Ensemble:
     """``train_classifier``'s protocol for all ``nets`` at once; network k draws its batch order
     and augmentation from ``generators[k]`` exactly as it would alone."""
     ensemble = Ensemble(nets).train()
@@ -74,6 +74,8 @@ def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epoch
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        if on_epoch is not None:
+            on_epoch(epoch)
     return ensemble
 
 

@@ -1,4 +1,9 @@
 """Errors that are the user's to fix: reported as one line, without a traceback."""
+import pickle
+import re
+
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x08\x0b-\x1f\x7f]")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class UserError(Exception):
@@ -8,3 +13,17 @@ class UserError(Exception):
 class NonFiniteError(UserError):
     """A loss or the synthetic set became NaN or infinite; the message names the iteration and
     the term, so that its weight or learning rate can be lowered."""
+
+
+def describe(error: BaseException) -> str:
+    """Why ``error`` happened, for a one-line message: its type and first sentence, without
+    terminal escape codes. A file refused by ``torch.load(weights_only=True)`` is described by
+    what it tried to load; torch's own advice (to load it unsafely) is not repeated."""
+    text = _ESCAPES.sub("", str(error))
+    if isinstance(error, pickle.UnpicklingError) and "weights_only" in text.lower():
+        found = _GLOBAL.search(text)
+        what = f" ({found.group(1)})" if found else ""
+        return (f"it holds objects other than tensors and plain containers{what}, which were "
+                "refused without being run")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -1,11 +1,15 @@
 """The evaluation protocol: train fresh networks on the synthetic set, test on the real test set."""
+import logging
 import statistics
 
 import torch
 
 from .ensemble import ensemble_accuracy, train_ensemble
+from .progress import Progress, epoch_logger
 from .runtime import build_seeded, generator
 from .train import accuracy, train_classifier
+
+log = logging.getLogger(__name__)
 
 VECTORIZE = ("auto", True, False)
 
@@ -47,7 +51,8 @@ class Evaluator:
         images, labels = images.detach(), labels.detach()
         c, h, _ = real.shape
         results = {}
-        for arch, make_net in self.nets.items():
+        progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
+        for a, (arch, make_net) in enumerate(self.nets.items()):
             names = [f"{stream}/{arch}/{k}" for k in range(self.models)]
             nets = [build_seeded(make_net, seed, name, in_channels=c, num_classes=real.num_classes,
                                  image_size=h).to(images.device) for name in names]
@@ -56,12 +61,18 @@ class Evaluator:
             train = dict(epochs=self.epochs, augment=self.augment,
                          lr_decay_epoch=self.epochs // 2, **hyper)
             if self.vectorized(images.device):
-                ensemble = train_ensemble(nets, images, labels, generators=generators, **train)
+                ensemble = train_ensemble(nets, images, labels, generators=generators, **train,
+                                          on_epoch=epoch_logger(log, f"evaluating {arch}",
+                                                                self.epochs, every=60.0))
                 runs = ensemble_accuracy(ensemble, real.test_images, real.test_labels)
+                progress.log(log, (a + 1) * self.models, "evaluated %s", arch)
             else:
-                runs = [accuracy(train_classifier(net, images, labels, generator=g, **train),
-                                 real.test_images, real.test_labels)
-                        for net, g in zip(nets, generators)]
+                runs = []
+                for k, (net, g) in enumerate(zip(nets, generators)):
+                    report = epoch_logger(log, f"evaluating {arch} {k}", self.epochs, every=60.0)
+                    train_classifier(net, images, labels, generator=g, on_epoch=report, **train)
+                    runs.append(accuracy(net, real.test_images, real.test_labels))
+                    progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
             results[arch] = {"mean": statistics.fmean(runs),
                              "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
         return results

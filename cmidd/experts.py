@@ -15,6 +15,7 @@ import torch
 
 from .errors import UserError
 from .proxy import net_args
+from .progress import epoch_logger
 from .runtime import build_seeded, generator
 from .store import Store
 from .train import accuracy, train_classifier
@@ -40,11 +41,16 @@ def build_experts(store: Store, make_net, count: int, real, recipe: dict, augmen
         images, labels = train_set()
         net = build_seeded(make_net, seed, f"expert/{i}", **net_args(real)).to(device)
         snapshots = [flat_parameters(net)]
+        report = epoch_logger(log, f"expert {i}", recipe["epochs"])
+
+        def record(epoch):
+            snapshots.append(flat_parameters(net))
+            report(epoch)
         train_classifier(net, images, labels, recipe["epochs"],
                          generator=generator(seed, f"expert/{i}"), lr=recipe["lr"],
                          momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
                          batch_size=recipe["batch_size"], augment=augment,
-                         on_epoch=lambda epoch: snapshots.append(flat_parameters(net)))
+                         on_epoch=record)
         test = accuracy(net, real.test_images, real.test_labels)
         log.info("expert %d trained for %d epochs: test accuracy %.4f", i, recipe["epochs"], test)
         return torch.stack(snapshots), {"net": net_config, "recipe": recipe, "seed": seed,

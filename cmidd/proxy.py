@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .progress import epoch_logger
 from .runtime import build_seeded, generator
 from .store import Store, StoreError
 from .train import accuracy, train_classifier
@@ -64,7 +65,8 @@ def build_pool(directory: Path, make_net, size: int, real, recipe: dict, seed: i
         train_classifier(net, images, labels, recipe["epochs"],
                          generator=generator(seed, f"proxy/{i}"), lr=recipe["lr"],
                          momentum=recipe["momentum"], weight_decay=recipe["weight_decay"],
-                         batch_size=recipe["batch_size"])
+                         batch_size=recipe["batch_size"],
+                         on_epoch=epoch_logger(log, f"proxy {i}", recipe["epochs"]))
         test = accuracy(net, real.test_images, real.test_labels)
         log.info("proxy %d trained: test accuracy %.4f", i, test)
         return net.state_dict(), {"net": net_config, "recipe": recipe, "seed": seed,

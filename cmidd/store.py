@@ -17,9 +17,10 @@ import os
 from pathlib import Path
 
 import torch
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-from .errors import UserError
+from .errors import UserError, describe
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 # What an item must agree on with the run's data.
@@ -68,17 +69,56 @@ class Store:
         """Make the items of ``range(size)`` that are missing or broken; ``make(i)`` returns
         (what to save, extra metadata). Returns every item's metadata."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.directory) + ".lock"):
-            return [self._build_one(i, real_meta, make) for i in range(size)]
+        lock = FileLock(str(self.directory) + ".lock")
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for another run that is building the %s %s (lock %s)", self.what,
+                     self.directory, lock.lock_file)
+            lock.acquire()
+        try:
+            broken = {i: self._problem(i, real_meta) for i in range(size)}
+            todo = [i for i in range(size) if broken[i]]
+            progress = Progress(len(todo), unit=self.prefix)
+            metas = []
+            for i in range(size):
+                if broken[i] is None:
+                    metas.append(self._meta(i))
+                    continue
+                if broken[i] != "missing":
+                    log.warning("%s item %s is %s: rebuilding it", self.what, self.paths(i)[1],
+                                broken[i])
+                metas.append(self._build_one(i, real_meta, make))
+                progress.log(log, todo.index(i) + 1, "%s: %s %d built", self.what, self.prefix, i)
+            return metas
+        finally:
+            lock.release()
+
+    def _meta(self, i: int) -> dict:
+        return json.loads(self.paths(i)[0].read_text())
+
+    def _problem(self, i: int, real_meta: dict):
+        """What is wrong with item ``i`` (``missing``, unreadable metadata, other data, a
+        checksum mismatch), or None when it is sound (it is then checksummed already)."""
+        meta_path, data_path = self.paths(i)
+        if not meta_path.exists() and not data_path.exists():
+            return "missing"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as error:
+            return f"unusable (metadata {meta_path.name}: {describe(error)})"
+        differing = [k for k in META_KEYS if meta.get(k) != real_meta.get(k)]
+        if differing:
+            return f"from other data ({differing[0]}={meta.get(differing[0])})"
+        if not data_path.is_file():
+            return f"unusable ({data_path.name} is missing)"
+        if _sha256(data_path) != meta.get("sha256"):
+            return "corrupt (checksum mismatch)"
+        self.verified.add(i)
+        return None
 
     def _build_one(self, i: int, real_meta: dict, make) -> dict:
         meta_path, data_path = self.paths(i)
-        if meta_path.exists():
-            meta = json.loads(meta_path.read_text())
-            if (all(meta.get(k) == real_meta.get(k) for k in META_KEYS) and data_path.is_file()
-                    and _sha256(data_path) == meta.get("sha256")):
-                self.verified.add(i)
-                return meta
         payload, extra = make(i)
         _atomic(data_path, lambda tmp: torch.save(payload, tmp))
         meta = {**real_meta, **extra, "index": i, "sha256": _sha256(data_path)}
@@ -96,7 +136,11 @@ class Store:
         items = []
         for i in range(size):
             meta_path, data_path = self.paths(i)
-            meta = json.loads(meta_path.read_text())
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError) as error:
+                raise StoreError(f"{self.what} file {meta_path} is unusable ({describe(error)}); "
+                                 f"rebuild it with: {self.rebuild}") from None
             for key in META_KEYS:
                 if meta.get(key) != real_meta.get(key):
                     raise StoreError(f"{self.what} {self.directory} was built for {key}="

@@ -1,13 +1,26 @@
 """The synthetic set: learnable images with fixed labels, saved as ``synthetic.pt``."""
+import hashlib
+import logging
+import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.utils import save_image
 
 from .data import denormalize
-from .errors import UserError
+from .errors import NonFiniteError, UserError, describe
+
+log = logging.getLogger(__name__)
+
+
+def checksum(state: dict) -> str:
+    """sha256 of a saved set's tensors (images, labels) and learned lr: what a result is."""
+    digest = hashlib.sha256()
+    for key in ("images", "labels"):
+        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    digest.update(repr(state.get("lr")).encode())
+    return digest.hexdigest()
 
 
 def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple:
@@ -94,12 +107,34 @@ class SyntheticSet(nn.Module):
                 "mean": list(self.mean), "std": list(self.std), "factor": self.factor,
                 "lr": self.learned_lr}
 
+    def snapshot(self) -> dict:
+        """A copy of the learnable values, to go back to with ``restore``."""
+        return {"images": self.images.detach().clone(), "lr": self.learned_lr}
+
+    def restore(self, snapshot: dict) -> None:
+        with torch.no_grad():
+            self.images.copy_(snapshot["images"])
+            if self.lr is not None:
+                self.lr.fill_(snapshot["lr"])
+
+    def is_finite(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+
     def save(self, path: Path, **meta) -> None:
-        """``meta`` (iteration, seed, dataset...) is stored beside the tensors."""
-        torch.save({**self.state(), **meta}, path)
+        """``meta`` (iteration, seed, dataset...) is stored beside the tensors, with their
+        checksum. The file is written whole or not at all; a non-finite set is never written."""
+        if not self.is_finite():
+            raise NonFiniteError(f"the synthetic set is NaN or infinite: {path} was not written")
+        state = {**self.state(), **meta}
+        state["sha256"] = checksum(state)
+        tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
 
     def save_grid(self, path: Path) -> None:
         """One row per class, de-normalized."""
+        from torchvision.utils import save_image  # torchvision takes seconds to import
+
         ipc = int((self.labels == self.labels[0]).sum())
         save_image(self.denormalized().cpu(), path, nrow=ipc, padding=1)
 
@@ -111,7 +146,16 @@ class SyntheticSet(nn.Module):
             synthetic = cls(state["images"], state["labels"], state["mean"], state["std"],
                             state.get("factor", 1), state.get("lr"))
         except Exception as error:  # noqa: BLE001 -- missing, truncated, corrupt or foreign
-            raise UserError(f"synthetic={path} cannot be read as a synthetic set "
-                            f"({type(error).__name__}: {(str(error).splitlines() or [''])[0][:120]})") from None
-        synthetic.meta = {k: v for k, v in state.items() if k not in synthetic.state()}
+            raise UserError(f"synthetic={path} cannot be read as a synthetic set: "
+                            f"{describe(error)}") from None
+        if "sha256" not in state:
+            log.warning("synthetic=%s has no checksum (saved by an older cmidd): not verified",
+                        path)
+        elif checksum(state) != state["sha256"]:
+            raise UserError(f"synthetic={path} is corrupt: its images do not match the checksum "
+                            "saved with them")
+        if not synthetic.is_finite():
+            raise UserError(f"synthetic={path} holds NaN or infinite values: it is not a result")
+        synthetic.meta = {k: v for k, v in state.items()
+                          if k not in synthetic.state() and k != "sha256"}
         return synthetic

@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from . import caches
-from .checkpoint import Checkpointer, Preempted
+from .checkpoint import Checkpointer
 from .cmi import CMITerm
 from .distill import Distillation, write_json
 from .errors import UserError
@@ -69,11 +69,12 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     """What a distillation run is made of, built from config: the real data, the method, the CMI
     term, the synthetic set and its optimizer (also used by benchmarks/run.py)."""
     _keep_baseline(cfg)
-    check_config(cfg)
+    check_config(cfg, strict=False)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)
+    check_config(cfg)  # the table lookups left for after the data
     weight = float(cfg.cmi.weight)
     extra = {}
     if cfg.method.get("uses_experts"):  # trajectory matching also gets the experts' trajectories
@@ -109,16 +110,11 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     try:
         results = run.run(state)
     except BaseException as error:
-        if not isinstance(error, Preempted):
-            run.results["status"] = f"failed: {type(error).__name__}: {error}"
-            write_json(out_dir / "results.json", run.results)
+        run.fail(error)
         logger.finish(exit_code=1)
         raise
     finally:
         checkpointer.restore_signal_handlers()
-        synthetic.save(out_dir / "synthetic.pt", iteration=run.done, seed=cfg.seed,
-                       dataset=real.meta)
-        synthetic.save_grid(out_dir / "synthetic.png")
     _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())

@@ -1,76 +1,120 @@
 """Checks of the composed config that run before any expensive work. Each failure is a
 ``UserError`` naming the key, its value and what would be valid."""
+import math
 import re
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from .cmi import SPACES
 from .errors import UserError
 
+UNRESOLVED = object()  # a value whose table entry is looked up only after the data are checked
 
-def _value(cfg: DictConfig, key: str):
+
+def _value(cfg: DictConfig, key: str, strict: bool = True):
+    """The resolved value of ``key``. A lookup that fails (e.g. a hyper-parameter table without
+    an entry for this IPC) is a ``UserError``, or ``UNRESOLVED`` when not ``strict``."""
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
-    except (InterpolationResolutionError, MissingMandatoryValue) as error:
+    except MissingMandatoryValue:
+        raise UserError(f"{key}=??? is not set and has no default: add {key}=<value> to the "
+                        "command") from None
+    except InterpolationResolutionError as error:
+        if not strict:
+            return UNRESOLVED
         reason = re.sub(r"^\w+ raised while resolving interpolation: ", "",
                         str(error).splitlines()[0])
         raise UserError(f"{key} cannot be resolved: {reason}") from None
 
 
-def _number(cfg: DictConfig, key: str, minimum: float, integer: bool):
-    value = _value(cfg, key)
+def _number(cfg: DictConfig, key: str, minimum: float, integer: bool, strict: bool = True):
+    value = _value(cfg, key, strict)
+    if value is UNRESOLVED:
+        return value
     kind = int if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or value < minimum:
-        what = "an integer" if integer else "a number"
+    if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
+            or value < minimum):
+        what = "an integer" if integer else "a finite number"
         raise UserError(f"{key}={value} is invalid: it must be {what} >= {minimum}")
     return value
 
 
-def _choice(cfg: DictConfig, key: str, choices: tuple):
-    value = _value(cfg, key)
-    if value not in choices:
+def _choice(cfg: DictConfig, key: str, choices: tuple, strict: bool = True):
+    value = _value(cfg, key, strict)
+    if value is not UNRESOLVED and value not in choices:
         names = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
         raise UserError(f"{key}={value} is invalid: it must be one of {names}")
 
 
-def check_config(cfg: DictConfig) -> None:
-    """The settings of a distillation run."""
+def _leaves(node, prefix: str = ""):
+    """(key, node) of every leaf of the config tree, without resolving anything."""
+    keys = node.keys() if isinstance(node, DictConfig) else range(len(node))
+    for key in keys:
+        name = f"{prefix}{key}" if isinstance(node, DictConfig) else f"{prefix[:-1]}[{key}]"
+        child = node._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_interpolation():
+            yield from _leaves(child, f"{name}.")
+        else:
+            yield name, node, key
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """No number of the config may be NaN or infinite: no weight, learning rate, size or ratio
+    of a run means anything there. Values that cannot be resolved yet are checked where used."""
+    for name, parent, key in _leaves(cfg):
+        try:
+            value = parent[key]
+        except Exception:  # noqa: BLE001 -- unresolvable here; its own check reports it
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"{name}={value} is invalid: it must be a finite number")
+
+
+def check_config(cfg: DictConfig, strict: bool = True) -> None:
+    """The settings of a distillation run. Not ``strict``: before the data are loaded, table
+    lookups that fail are left for the strict pass (so that an IPC larger than a class is
+    reported as such, not as a missing table entry for that IPC)."""
+    check_finite(cfg)
     _number(cfg, "ipc", 1, integer=True)
-    _number(cfg, "iterations", 0, integer=True)
-    _number(cfg, "cmi.weight", 0, integer=False)
+    _number(cfg, "seed", 0, integer=True)
+    _number(cfg, "iterations", 0, integer=True, strict=strict)
+    _number(cfg, "log_every", 1, integer=True)
+    _number(cfg, "checkpoint.every", 0, integer=True)
+    _number(cfg, "cmi.weight", 0, integer=False, strict=strict)
     _number(cfg, "cmi.every", 1, integer=True)
     _number(cfg, "eval.models", 1, integer=True)
     _number(cfg, "eval.epochs", 1, integer=True)
+    _number(cfg, "eval.every", 0, integer=True, strict=strict)
     _number(cfg, "proxy.pool_size", 1, integer=True)
     _choice(cfg, "cmi.space", SPACES)
     _choice(cfg, "eval.vectorize", ("auto", True, False))
-    check_zca(cfg)
+    check_zca(cfg, strict)
     if cfg.method.get("uses_experts"):
-        check_trajectory_matching(cfg)
+        check_trajectory_matching(cfg, strict)
     check_device(cfg.device)
     check_data_source(cfg)
 
 
-def check_zca(cfg: DictConfig) -> None:
-    _choice(cfg, "zca.enabled", (True, False))
+def check_zca(cfg: DictConfig, strict: bool = True) -> None:
+    _choice(cfg, "zca.enabled", (True, False), strict)
     eps = _number(cfg, "zca.eps", 0, integer=False)
     if eps == 0:
         raise UserError("zca.eps=0 is invalid: it must be > 0 (it regularizes the inverse square "
                         "root of the pixel covariance's eigenvalues)")
 
 
-def check_trajectory_matching(cfg: DictConfig) -> None:
+def check_trajectory_matching(cfg: DictConfig, strict: bool = True) -> None:
     for key in ("syn_steps", "expert_epochs", "max_start_epoch", "batch_syn"):
-        _number(cfg, f"method.algorithm.{key}", 1, integer=True)
+        _number(cfg, f"method.algorithm.{key}", 1, integer=True, strict=strict)
     for key in ("expert.count", "expert.recipe.epochs", "expert.recipe.batch_size"):
         _number(cfg, key, 1, integer=True)
     if cfg.method.get("synthetic_lr") is None:
         raise UserError(f"method={cfg.method.name} learns the training lr: it needs "
                         "method.synthetic_lr.init and method.synthetic_lr.lr")
-    _number(cfg, "method.synthetic_lr.lr", 0, integer=False)
+    _number(cfg, "method.synthetic_lr.lr", 0, integer=False, strict=strict)
 
 
 def check_device(device: str) -> None:
@@ -83,7 +127,8 @@ def check_device(device: str) -> None:
 def check_data_source(cfg: DictConfig) -> None:
     """A dataset that cannot download needs its files where the config says."""
     loader = cfg.dataset.loader
-    if "root" in loader and not loader.get("archive"):
+    keys = set(loader.keys())  # `in` is False for a mandatory value left unset (???)
+    if "root" in keys and not loader.get("archive"):
         root = Path(_value(cfg, "dataset.loader.root")).expanduser()
         if not root.is_dir():
             raise UserError(f"dataset.loader.root={root} does not exist")
@@ -102,11 +147,14 @@ def check_data_source(cfg: DictConfig) -> None:
 
 
 def check_data(cfg: DictConfig, real) -> None:
-    """What needs the loaded data: IPC no larger than the smallest class."""
+    """What needs the loaded data: a set initialized from real images needs IPC (times
+    factor^2 for a multi-formulation method) distinct images of every class."""
     smallest = min(len(images) for images in real.train)
-    if cfg.ipc > smallest:
+    per_image = cfg.method.get("factor", 1) ** 2 if cfg.method.get("init") == "real" else 1
+    if cfg.ipc * per_image > smallest:
+        needs = f" ({per_image} real images per stored image)" if per_image > 1 else ""
         raise UserError(f"ipc={cfg.ipc} is invalid: the smallest class of dataset="
-                        f"{cfg.dataset.name} has {smallest} training images")
+                        f"{cfg.dataset.name} has {smallest} training images{needs}")
 
 
 def check_synthetic(path, synthetic, real) -> None:

@@ -32,3 +32,18 @@ def cache(tmp_path):
 def tiny(cache):
     """compose(*overrides): the real config at tiny scale, with a private cache directory."""
     return lambda *overrides: compose_config([*TINY, *overrides], cache_dir=cache)
+
+
+@pytest.fixture
+def app_error(tiny, tmp_path, capsys):
+    """app_error(*overrides): run the launcher's app in-process at tiny scale, expecting it to
+    stop; returns its exit status and the last line it wrote to stderr."""
+    from cmidd import app
+
+    def run(*overrides, out_dir=None):
+        with pytest.raises(SystemExit) as stop:
+            app.run(tiny(*overrides), out_dir or tmp_path / "run")
+        lines = capsys.readouterr().err.strip().splitlines()
+        return stop.value.code, lines[-1] if lines else ""
+
+    return run

@@ -4,9 +4,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 
+@pytest.mark.slow  # over a minute on 2 cores: CI runs it (pytest -m slow)
 def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     out = tmp_path / "bench"
     env = {**os.environ, "CMIDD_CACHE": str(cache)}

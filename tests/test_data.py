@@ -21,6 +21,7 @@ def test_digits_loads_with_a_fixed_split_and_its_own_statistics():
 
 
 @pytest.mark.skipif(not CIFAR_ARCHIVE.exists(), reason="../shared/data/cifar10-jpg.tar.gz is absent")
+@pytest.mark.slow  # over a minute on 2 cores: CI runs it (pytest -m slow)
 def test_cifar10_jpg_preset_unpacks_once_and_loads(tmp_path):
     cfg = compose_config(["dataset=cifar10_jpg"], cache_dir=tmp_path)
     real = instantiate(cfg.dataset.loader, device="cpu")

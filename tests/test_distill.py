@@ -129,10 +129,12 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(tiny, tmp_pat
         monkeypatch.setattr(CMITerm, "calls_made", lambda self: calls.append(1) or len(calls),
                             raising=False)
         monkeypatch.setattr(CMITerm, "__call__", nan_cmi)
-    with pytest.raises(NonFiniteError, match=f"iteration 1: the {term}"):
+    # The second iteration fails; the set after the first is kept and says so.
+    with pytest.raises(NonFiniteError, match=f"iteration 2: the {term}.*after 1 iterations"):
         run(tiny, tmp_path, "cmi.weight=10")
     results = json.loads((tmp_path / "results.json").read_text())
-    assert results["status"].startswith(f"failed: NonFiniteError: iteration 1: the {term}")
+    assert results["status"].startswith(f"failed: NonFiniteError: iteration 2: the {term}")
+    assert SyntheticSet.load(tmp_path / "synthetic.pt").meta["iteration"] == 1
 
 
 def test_cmi_none_stays_the_baseline_when_a_weight_is_given(tiny, tmp_path, monkeypatch):

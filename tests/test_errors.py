@@ -14,18 +14,29 @@ CASES = {
         "dataset.loader.root=/no/such/dir",
     "dataset=cifar10 cmi.weight=1 data_root=/no/such/dir": "data_root=/no/such/dir",
     "ipc=20 proxy=resnet18": "no entry for [resnet18, digits, 20]",
+    "ipc=500": "ipc=500",  # too large for the data: not reported as a missing weight entry
+    "log_every=0": "log_every=0",
+    "checkpoint.every=-1": "checkpoint.every=-1",
+    "dataset=imagefolder": "dataset.loader.root=???",
+    "cmi.weight=nan": "cmi.weight=nan",
+    "eval.lr=inf": "eval.lr=inf",
+    "method=idc ipc=40 cmi.weight=1": "ipc=40",  # 40 x 4 real images per class for IDC's init
 }
 
 
 @pytest.mark.parametrize("overrides,named", sorted(CASES.items()))
-def test_bad_input_is_one_clear_line(overrides, named, cache, tmp_path):
+def test_bad_input_is_one_clear_line(overrides, named, app_error, tmp_path):
+    code, last = app_error(*overrides.split())
+    assert code == 2 and last.startswith("error: ") and named in last, last
+    assert (tmp_path / "run" / "error.txt").read_text() == last + "\n"
+
+
+def test_the_launcher_gives_one_line_and_no_traceback(cache, tmp_path):
     done = subprocess.run([sys.executable, "launch.py", *TINY, f"cache_dir={cache}",
-                           f"hydra.run.dir={tmp_path}", *overrides.split()],
+                           f"hydra.run.dir={tmp_path}", "dataset=imagefolder"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2, done.stderr[-2000:]
-    assert "Traceback" not in done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and named in last
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1].startswith("error: dataset.loader.root=???")
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")

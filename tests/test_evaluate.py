@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmidd.errors import UserError
+from cmidd.synthetic import checksum
 from cmidd.tasks import distill, evaluate
 
 from conftest import ROOT, TINY
@@ -36,6 +37,7 @@ def test_a_set_for_other_data_is_refused(tiny, tmp_path):
     distill(tiny(), tmp_path / "run")
     state = torch.load(tmp_path / "run" / "synthetic.pt", weights_only=True)
     state["images"] = torch.nn.functional.pad(state["images"], (4, 4, 4, 4))
+    state["sha256"] = checksum(state)  # a sound file, for other data
     torch.save(state, tmp_path / "padded.pt")
     with pytest.raises(UserError, match=r"shape \(1, 16, 16\).*digits has \(1, 8, 8\)"):
         evaluate(tiny("task=evaluate", f"synthetic={tmp_path / 'padded.pt'}"), tmp_path / "eval")

@@ -107,3 +107,42 @@ def test_cache_directory_names_are_stable():
     data = {"dataset": "cifar10", "num_classes": 10}
     spec = {"net": {"width": 32}, "recipe": {"epochs": 5}, "seed": 0}
     assert store_dir("/c", data, "convnet", spec).as_posix() == "/c/cifar10/convnet-87fe749e18"
+
+
+def test_truncated_metadata_is_refused_naming_the_file_then_rebuilt_and_reported(tiny, tmp_path,
+                                                                                 caplog):
+    cfg = tiny("proxy.build_if_missing=false")
+    real = load_real(cfg, "cpu")
+    pretrain(cfg, tmp_path)
+    meta_path = location(cfg, real, "proxy") / "proxy_001.json"
+    meta_path.write_text(meta_path.read_text()[:40])  # cut off mid-write
+    with pytest.raises(StoreError, match=r"proxy_001\.json is unusable .*task=pretrain"):
+        proxy_pool(cfg, real, "cpu")
+    with caplog.at_level("WARNING"):
+        pretrain(cfg, tmp_path)
+    assert "proxy_001.pt is unusable (metadata proxy_001.json: JSONDecodeError" in caplog.text
+    assert "rebuilding it" in caplog.text
+    assert len(proxy_pool(cfg, real, "cpu")) == 2
+
+
+def test_a_build_that_waits_for_another_says_so(tmp_path, caplog):
+    import threading
+
+    from filelock import FileLock
+
+    from cmidd.store import Store
+
+    store = Store(tmp_path / "pool", "proxy", "proxy pool", "proxy.pool_size")
+    store.directory.mkdir()
+    held = FileLock(str(store.directory) + ".lock")
+    held.acquire()
+    built = []
+    with caplog.at_level("INFO"):
+        worker = threading.Thread(target=lambda: built.extend(store.build(
+            1, {"dataset": "x"}, lambda i: ({"w": torch.zeros(1)}, {}))))
+        worker.start()
+        worker.join(timeout=2)
+        assert worker.is_alive() and "waiting for another run" in caplog.text
+        held.release()
+        worker.join(timeout=30)
+    assert len(built) == 1 and built[0]["index"] == 0
