@@ -2,7 +2,9 @@
 
 As in the DSA reference ("S" mode), each call picks one operation group at random and applies it
 with per-sample parameters, or one set of parameters for the whole batch (``shared``); with
-``compose`` every operation of the strategy is applied in turn (IDC's augmentation). Parameters
+``compose`` every operation of the strategy is applied in turn (IDC's matching augmentation);
+the operations in ``always`` are applied on every call before the one drawn (IDC's DiffAug, which
+always flips and jitters colour, then draws one of the rest). Parameters
 are drawn first (``draw``) on a CPU generator, then applied (``apply``) to any number of batches:
 applying one shared draw to a real and a synthetic batch is the siamese augmentation, and the
 result does not depend on the device.
@@ -17,11 +19,14 @@ OPS = ("color", "crop", "cutout", "flip", "scale", "rotate")
 
 class DSA:
     def __init__(self, strategy=OPS, scale=1.2, rotate=15.0, flip=0.5, brightness=1.0,
-                 saturation=2.0, contrast=0.5, crop_pad=0.125, cutout=0.5, compose=False):
+                 saturation=2.0, contrast=0.5, crop_pad=0.125, cutout=0.5, compose=False,
+                 always=()):
         unknown = set(strategy) - set(OPS)
         if unknown or not strategy:
             raise ValueError(f"augment.strategy={list(strategy)} must be a non-empty subset of {list(OPS)}")
-        self.strategy, self.compose = tuple(strategy), compose
+        if set(always) - set(OPS):
+            raise ValueError(f"augment.always={list(always)} must be a subset of {list(OPS)}")
+        self.strategy, self.compose, self.always = tuple(strategy), compose, tuple(always)
         self.ratio = dict(scale=scale, rotate=rotate, flip=flip, brightness=brightness,
                           saturation=saturation, contrast=contrast, crop_pad=crop_pad, cutout=cutout)
 
@@ -32,8 +37,10 @@ class DSA:
         if self.compose:
             return {"op": "sequence", "steps": [self._draw_op(op, n, size, generator, shared)
                                                 for op in self.strategy]}
+        steps = [self._draw_op(op, n, size, generator, shared) for op in self.always]
         op = self.strategy[torch.randint(len(self.strategy), (1,), generator=generator).item()]
-        return self._draw_op(op, n, size, generator, shared)
+        drawn = self._draw_op(op, n, size, generator, shared)
+        return {"op": "sequence", "steps": [*steps, drawn]} if steps else drawn
 
     def _draw_op(self, op, n, size, generator, shared):
         params = getattr(self, f"_draw_{op}")(1 if shared else n, size, generator)

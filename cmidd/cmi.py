@@ -63,9 +63,10 @@ SPACES = {"feature": "embed", "probability": "forward"}
 class CMITerm:
     """The CMI of a synthetic set under a proxy pool, in the space the config names.
 
-    ``__call__`` draws one proxy uniformly (seeded) per call and returns the unweighted,
-    differentiable CMI; ``measure`` is the detached CMI under the pool's first proxy, the value
-    the paper's Tables 10-11 report.
+    ``draw`` picks one proxy uniformly (seeded); ``__call__`` returns the unweighted,
+    differentiable CMI under a drawn proxy (a fresh draw unless one is given: the loop reuses a
+    draw for the steps of one iteration where the method's reference does); ``measure`` is the
+    detached CMI under the pool's first proxy, the value the paper's Tables 10-11 report.
     """
 
     def __init__(self, pool, space: str, generator: torch.Generator, per_class: bool = False):
@@ -80,8 +81,11 @@ class CMITerm:
             return per_class_cmi(outputs, images, labels)
         return empirical_cmi(outputs(images), labels)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self._cmi(self.pool.sample(self.generator), images, labels)
+    def draw(self):
+        return self.pool.sample(self.generator)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, proxy=None) -> torch.Tensor:
+        return self._cmi(self.draw() if proxy is None else proxy, images, labels)
 
     @torch.no_grad()
     def measure(self, images: torch.Tensor, labels: torch.Tensor) -> float:

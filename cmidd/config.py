@@ -16,8 +16,8 @@ def paper_table(path: str, *keys, _root_):
         found = next((k for k in candidates if k in node), None)
         if found is None or node[found] is None:
             where = ", ".join(f"{k}" for k in keys[:depth + 1])
-            raise ValueError(f"{path} has no entry for [{where}]: set the value on the command "
-                             "line (e.g. cmi.weight=...) or add the entry to the table")
+            raise ValueError(f"{path} has no entry for [{where}]: add the entry to the table, or "
+                             "set the value that is looked up there on the command line")
         node = node[found]
     return node
 
@@ -35,6 +35,9 @@ def job_dir(override_dirname: str, limit: int = 200) -> str:
 def register() -> None:
     resolvers = {"paper_table": paper_table, "job_dir": job_dir,
                  "ceil_div": lambda a, b: -(-int(a) // int(b)),
+                 # floor(n * num / den): epochs at a fraction of a schedule, as the references
+                 # compute them (e.g. IDC's 2 * epochs // 3)
+                 "floor_frac": lambda n, num, den: int(n) * int(num) // int(den),
                  "project_root": lambda: str(Path(__file__).resolve().parents[1])}
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -2,9 +2,11 @@
 
     L = L_DD + cmi.weight * CMI_emp(S)
 
-computed on the un-augmented (decoded) synthetic set, once per iteration (or every ``cmi_every``
-iterations, the paper's cheaper variant), with the first loss the method yields. With weight 0
-the proxy never runs.
+computed on the un-augmented (decoded) synthetic set, in the iterations where it is due (every
+``cmi_every``-th; 1 by default, the paper suggests 5 as a cheaper variant), at the steps the
+method's reference code adds it (``Method.cmi_every_step``, ``Method.new_proxy_every_step``:
+the first or every image update of an iteration, one proxy per iteration or per step). With
+weight 0 the proxy never runs.
 """
 import json
 import logging
@@ -74,15 +76,21 @@ class Distillation:
         write_json(self.out_dir / "results.json", self.results)
         return accuracy
 
+    def _cmi_due(self, step: int, iteration: int) -> bool:
+        return (self.weight > 0 and iteration % self.cmi_every == 0
+                and (step == 0 or self.method.cmi_every_step))
+
     def _step(self, iteration: int) -> dict:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
+        proxy = None
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
             losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss",
                                               self._rates)
-            first = k == 0 or getattr(self.method, "cmi_each_step", False)
-            if first and self.weight > 0 and iteration % self.cmi_every == 0:
-                cmi = self.cmi(*self.synthetic.decoded())
+            if self._cmi_due(k, iteration):
+                if proxy is None or self.method.new_proxy_every_step:
+                    proxy = self.cmi.draw()
+                cmi = self.cmi(*self.synthetic.decoded(), proxy=proxy)
                 total = loss + self.weight * cmi
                 losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term", self._rates)
             self.optimizer.zero_grad(set_to_none=True)

@@ -47,7 +47,7 @@ class Ensemble:
 
 def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,
                    momentum: float, weight_decay: float, batch_size: int, generators: list,
-                   augment=None, lr_decay_epoch: int = None, on_epoch=None) -> Ensemble:
+                   augment=None, schedule=None, on_epoch=None) -> Ensemble:
     """``train_classifier``'s protocol for all ``nets`` at once; network k draws its batch order
     and augmentation from ``generators[k]`` exactly as it would alone."""
     ensemble = Ensemble(nets).train()
@@ -59,8 +59,8 @@ def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epoch
 
     optimizer = sgd(lr)
     for epoch in range(epochs):
-        if epoch == lr_decay_epoch:
-            optimizer = sgd(lr * 0.1)
+        if schedule is not None:
+            optimizer = schedule.step(epoch, optimizer, sgd)
         orders = [torch.randperm(len(images), generator=g).to(images.device) for g in generators]
         for start in range(0, len(images), batch_size):
             index = torch.stack([order[start:start + batch_size] for order in orders])

@@ -1,4 +1,8 @@
-"""The evaluation protocol: train fresh networks on the synthetic set, test on the real test set."""
+"""Evaluation protocols: train fresh networks on the synthetic set, test on the real test set.
+
+One class serves the protocols of the references, chosen by ``eval=...`` (conf/eval/): the
+DM/DSA papers' (``default``), DC's (``dc``) and IDC's (``idc``) differ only in settings.
+"""
 import logging
 import statistics
 
@@ -7,7 +11,7 @@ import torch
 from .ensemble import ensemble_accuracy, train_ensemble
 from .progress import Progress, epoch_logger
 from .runtime import build_seeded, generator
-from .train import accuracy, train_classifier
+from .train import StepSchedule, accuracy, train_classifier
 
 log = logging.getLogger(__name__)
 
@@ -16,8 +20,10 @@ VECTORIZE = ("auto", True, False)
 
 class Evaluator:
     """Trains ``models`` freshly initialized networks of each architecture in ``nets`` on a
-    synthetic set (SGD, lr decayed by 10 at half the epochs, DSA on training batches) and reports
-    their test accuracies.
+    synthetic set and reports their test accuracies: SGD for ``epochs``, the learning rate
+    multiplied by ``lr_gamma`` at the start of each epoch in ``lr_milestones`` (with a fresh
+    optimizer if ``restart_momentum``), ``augment`` on every training batch, CutMix with
+    probability ``cutmix``.
 
     ``vectorize`` trains the ``models`` networks of an architecture at once as one vectorized
     model (``cmidd.ensemble``) instead of one after another; the results are the same up to
@@ -25,19 +31,23 @@ class Evaluator:
     """
 
     def __init__(self, nets: dict, models: int, epochs: int, lr: float, momentum: float,
-                 weight_decay: float, batch_size: int, augment=None, every: int = 0,
-                 vectorize="auto"):
+                 weight_decay: float, batch_size: int, lr_milestones=(), lr_gamma: float = 0.1,
+                 restart_momentum: bool = True, augment=None, cutmix: float = 0.0,
+                 every: int = 0, vectorize="auto"):
         if vectorize not in VECTORIZE:
             raise ValueError(f"eval.vectorize={vectorize!r} is not one of auto, true, false")
         self.nets, self.models, self.epochs = dict(nets), models, epochs
         self.hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
-        self.augment, self.every, self.vectorize = augment, every, vectorize
+        self.schedule = StepSchedule(lr_milestones, lr_gamma, restart_momentum)
+        self.augment, self.cutmix, self.every, self.vectorize = augment, cutmix, every, vectorize
 
     def due(self, iteration: int, last: int) -> bool:
         """Whether the accuracy curve has a point at ``iteration`` (the last one always does)."""
         return iteration == last or (self.every > 0 and iteration % self.every == 0)
 
     def vectorized(self, device: torch.device) -> bool:
+        if self.cutmix > 0:  # CutMix is drawn per batch; the vectorized trainer has no per-net draw
+            return False
         if self.vectorize == "auto":
             return device.type == "cuda" and self.models > 1
         return self.vectorize
@@ -58,8 +68,8 @@ class Evaluator:
                                  image_size=h).to(images.device) for name in names]
             generators = [generator(seed, name) for name in names]
             hyper = self.hyper if lr is None else {**self.hyper, "lr": lr}
-            train = dict(epochs=self.epochs, augment=self.augment,
-                         lr_decay_epoch=self.epochs // 2, **hyper)
+            train = dict(epochs=self.epochs, augment=self.augment, schedule=self.schedule,
+                         **hyper)
             if self.vectorized(images.device):
                 ensemble = train_ensemble(nets, images, labels, generators=generators, **train,
                                           on_epoch=epoch_logger(log, f"evaluating {arch}",
@@ -70,7 +80,8 @@ class Evaluator:
                 runs = []
                 for k, (net, g) in enumerate(zip(nets, generators)):
                     report = epoch_logger(log, f"evaluating {arch} {k}", self.epochs, every=60.0)
-                    train_classifier(net, images, labels, generator=g, on_epoch=report, **train)
+                    train_classifier(net, images, labels, generator=g, on_epoch=report,
+                                     cutmix=self.cutmix, **train)
                     runs.append(accuracy(net, real.test_images, real.test_labels))
                     progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
             results[arch] = {"mean": statistics.fmean(runs),

@@ -4,12 +4,53 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Tensor:
+    """Cross-entropy with CutMix (Yun et al., 2019; beta(1, 1)) applied with probability ``p``,
+    as IDC trains its networks (its train.py): a box of a shuffled batch is pasted in, and the
+    loss mixes both labels by the box's share of the image."""
+    if torch.rand(1, generator=generator).item() >= p:
+        return F.cross_entropy(net(images), labels)
+    n, _, h, w = images.shape
+    lam = torch.rand(1, generator=generator).item()
+    cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
+    cy, cx = (torch.randint(s, (1,), generator=generator).item() for s in (h, w))
+    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
+    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
+    perm = torch.randperm(n, generator=generator).to(images.device)
+    mixed = images.clone()
+    mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
+    kept = 1 - (bottom - top) * (right - left) / (h * w)
+    logits = net(mixed)
+    return kept * F.cross_entropy(logits, labels) + (1 - kept) * F.cross_entropy(logits, labels[perm])
+
+
+class StepSchedule:
+    """The learning rate multiplied by ``gamma`` at the start of each epoch in ``milestones``
+    (0-based). ``restart``: a fresh optimizer at each milestone, so momentum restarts (the
+    DC/DM evaluation code); else the optimizer's lr is lowered in place (torch's MultiStepLR,
+    as IDC's)."""
+
+    def __init__(self, milestones=(), gamma: float = 0.1, restart: bool = True):
+        self.milestones, self.gamma, self.restart = set(int(m) for m in milestones), gamma, restart
+
+    def step(self, epoch: int, optimizer, make):
+        """The optimizer to use for ``epoch``; ``make(lr)`` builds a fresh one."""
+        if epoch not in self.milestones:
+            return optimizer
+        lr = optimizer.param_groups[0]["lr"] * self.gamma
+        if self.restart:
+            return make(lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        return optimizer
+
+
 def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int,
                      lr: float, momentum: float, weight_decay: float, batch_size: int,
-                     generator: torch.Generator, augment=None, lr_decay_epoch: int = None,
-                     on_epoch=None) -> nn.Module:
-    """SGD with cross-entropy; lr divided by 10 after ``lr_decay_epoch`` epochs, if given (with
-    a fresh optimizer, so momentum restarts, as in the DC/DM evaluation code).
+                     generator: torch.Generator, augment=None, schedule: StepSchedule = None,
+                     cutmix: float = 0.0, on_epoch=None) -> nn.Module:
+    """SGD with cross-entropy (with CutMix at probability ``cutmix``), the learning rate
+    following ``schedule`` (constant without one).
 
     Batches are slices of one permutation per epoch drawn from ``generator``; ``augment``
     (a DSA) is applied to each batch with draws from the same generator. ``on_epoch(epoch)`` is
@@ -21,15 +62,18 @@ def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     optimizer = sgd(lr)
     net.train()
     for epoch in range(epochs):
-        if epoch == lr_decay_epoch:
-            optimizer = sgd(lr * 0.1)
+        if schedule is not None:
+            optimizer = schedule.step(epoch, optimizer, sgd)
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for start in range(0, len(images), batch_size):
             index = order[start:start + batch_size]
             x = images[index]
             if augment is not None:
                 x = augment(x, generator)
-            loss = F.cross_entropy(net(x), labels[index])
+            if cutmix > 0:
+                loss = cutmix_loss(net, x, labels[index], generator, cutmix)
+            else:
+                loss = F.cross_entropy(net(x), labels[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -16,6 +16,12 @@ TINY = ["logger=none", "device=cpu", "iterations=3", "log_every=1", "eval.models
         "method.algorithm.net.width=8", "eval.nets.convnet.width=8", "proxy.net.width=8",
         "proxy.pool_size=2", "proxy.recipe.epochs=1"]
 
+# MTT at tiny scale: 2 experts of width 8 trained for 4 epochs on first use, 3 student steps.
+BASE = [o for o in TINY if not o.startswith("method.algorithm")]
+MTT = ["method=mtt", "expert.net.width=8", "expert.count=2", "expert.recipe.epochs=4",
+       "expert.recipe.batch_size=64", "expert.build_if_missing=true",
+       "method.algorithm.syn_steps=3", "method.algorithm.max_start_epoch=3"]
+
 
 def compose_config(overrides=(), cache_dir=None):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
@@ -32,6 +38,12 @@ def cache(tmp_path):
 def tiny(cache):
     """compose(*overrides): the real config at tiny scale, with a private cache directory."""
     return lambda *overrides: compose_config([*TINY, *overrides], cache_dir=cache)
+
+
+@pytest.fixture
+def mtt(cache):
+    """mtt(*overrides): method=mtt at tiny scale, with a private cache (experts built there)."""
+    return lambda *overrides: compose_config([*BASE, *MTT, *overrides], cache_dir=cache)
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_no_group_option_is_named_like_a_yaml_boolean():
 
 
 @pytest.mark.parametrize("method,iterations,weight", [
-    ("dm", 600, 300), ("dsa", 40, 10000), ("idc", 20, 15), ("idm", 200, 30)])
+    ("dm", 600, 300), ("dsa", 40, 3000), ("idc", 20, 15), ("idm", 200, 30)])
 def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterations, weight):
     cfg = compose_config(["experiment=cpu_cifar10", f"method={method}"])
     assert cfg.dataset.name == "cifar10_jpg" and cfg.iterations == iterations

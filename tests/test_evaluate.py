@@ -54,3 +54,71 @@ def test_a_corrupt_truncated_or_missing_file_is_one_clear_line(tmp_path, cache, 
     assert done.returncode == 2 and "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: synthetic={target} cannot be read")
+
+
+def test_each_reference_protocol_is_an_eval_option():
+    from conftest import compose_config
+    from omegaconf import OmegaConf
+
+    def protocol(*overrides):
+        cfg = compose_config(["experiment=paper", *overrides])
+        return OmegaConf.to_container(cfg.eval, resolve=True)
+
+    dc, idc, default = protocol("eval=dc"), protocol("eval=idc"), protocol("eval=default")
+    assert (dc["epochs"], dc["lr_milestones"], dc["augment"]) == (300, [150], None)
+    assert (default["epochs"], default["lr_milestones"], default["batch_size"]) == (1000, [500], 256)
+    assert default["augment"]["strategy"] == ["color", "crop", "cutout", "flip", "scale", "rotate"]
+    assert (idc["epochs"], idc["lr_milestones"], idc["lr_gamma"], idc["batch_size"]) == \
+        (1000, [666, 833], 0.2, 64)
+    assert not idc["restart_momentum"] and idc["cutmix"] == 0.5
+    assert idc["augment"]["always"] == ["flip", "color"]
+    # experiment=paper evaluates each method by its own reference; eval=... chooses one for all.
+    assert protocol("method=dc") == dc and protocol("method=idc") == idc
+    for method in ("dm", "dsa", "idm", "mtt"):
+        assert protocol(f"method={method}") == default
+    assert protocol("method=idc", "eval=default") == default
+
+
+def test_the_schedule_restarts_momentum_or_lowers_the_lr_in_place():
+    from cmidd.train import StepSchedule
+
+    net = torch.nn.Linear(2, 1)
+    lrs = {}
+    for restart in (True, False):
+        schedule = StepSchedule([2, 3], gamma=0.2, restart=restart)
+        optimizer = torch.optim.SGD(net.parameters(), lr=1.0, momentum=0.9)
+        net(torch.ones(1, 2)).sum().backward()
+        optimizer.step()  # a momentum buffer exists
+        seen = []
+        for epoch in range(5):
+            new = schedule.step(epoch, optimizer, lambda lr: torch.optim.SGD(
+                net.parameters(), lr=lr, momentum=0.9))
+            seen.append((new.param_groups[0]["lr"], new is optimizer))
+            optimizer = new
+        lrs[restart] = seen
+    assert [lr for lr, _ in lrs[True]] == pytest.approx([1, 1, 0.2, 0.04, 0.04])
+    assert [lr for lr, _ in lrs[False]] == pytest.approx([1, 1, 0.2, 0.04, 0.04])
+    assert [same for _, same in lrs[True]] == [True, True, False, False, True]  # fresh at decays
+    assert all(same for _, same in lrs[False])  # MultiStepLR-like: one optimizer throughout
+
+
+def test_always_ops_come_first_then_one_drawn_op_per_sample():
+    from cmidd.augment import DSA
+
+    dsa = DSA(strategy=["crop", "scale", "rotate"], always=["flip", "color"])
+    draws = [dsa.draw(8, (8, 8), torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all([step["op"] for step in d["steps"][:2]] == ["flip", "color"] for d in draws)
+    assert {d["steps"][2]["op"] for d in draws} == {"crop", "scale", "rotate"}
+    assert all(d["steps"][0]["flip"].shape == (8,) for d in draws)  # per sample
+    with pytest.raises(ValueError, match="augment.always"):
+        DSA(always=["blur"])
+
+
+def test_the_idc_protocol_evaluates_and_is_deterministic(tiny, tmp_path):
+    distill(tiny("iterations=1", "method=idc", "method.algorithm.inner_loop=1",
+                 "method.algorithm.n_data=16", "cmi=none"), tmp_path / "run")
+    path = tmp_path / "run" / "synthetic.pt"
+    runs = [evaluate(tiny("task=evaluate", f"synthetic={path}", "eval=idc", "eval.epochs=6",
+                          "eval.models=2"), tmp_path / f"eval{k}")["accuracy"]["convnet"]
+            for k in range(2)]
+    assert runs[0] == runs[1] and 0 < runs[0]["mean"] <= 1

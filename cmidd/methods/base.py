@@ -5,45 +5,57 @@ A method is built from config (``method.algorithm``, a partial) with the runtime
 optimizer and the CMI term; a method only says what its distillation loss is:
 
     for loss in method.losses(synthetic, iteration):
-        ...  # the loop adds weight * CMI to the first loss, backpropagates, steps the optimizer
+        # the loop adds weight * CMI where the method's CMI schedule says, then
+        # zero_grad(); backward(); optimizer.step()  -- before the generator resumes
+        ...
 
-``losses`` yields one loss per synthetic-set update of the iteration: DM yields one; bi-level
-methods (DC/DSA) yield one per outer step and train their network between yields, after the loop
-has applied the update. ``multi_formulation`` is True for methods whose stored images decode
-into several training images (IDC, IDM), which keeps CMI meaningful at IPC=1. ``cmi_each_step``
-asks the loop to add the CMI term to every yielded loss rather than the first of an iteration
-(IDC+CMI's reference adds it at every inner step).
+``losses`` yields one loss per synthetic-set update of the iteration: DM, IDM and MTT yield one;
+DC/DSA yield one per outer step and IDC one per matching step, training their network between
+yields, after the loop has applied the update (so the code after a ``yield`` sees the updated
+images).
+
+Where the CMI term enters (Eq. 11), as each method's reference code has it:
+
+- ``cmi_every_step``: added to every yielded loss (DC/DSA: before each of the ``outer_loop``
+  image updates; IDC: each matching step), else only to the first loss of an iteration;
+- ``new_proxy_every_step``: a proxy is drawn for every step that adds CMI (IDC), else one proxy
+  is drawn per iteration and used for all its steps (DC/DSA).
 
 ``state_dict``/``load_state_dict`` hold whatever the method needs to continue bit-identically
 after a checkpoint (its random generators, networks it keeps across iterations...).
 """
-from typing import Iterator, Protocol
+from abc import ABC, abstractmethod
+from typing import Iterator
 
 import torch
 
 from ..runtime import build_seeded, generator
 
 
-class Method(Protocol):
-    multi_formulation: bool
-    cmi_each_step: bool
+class Method(ABC):
+    """Base of every method; the class attributes are the defaults (see the module docstring)."""
 
+    multi_formulation = False  # stored images decode into several training images (IDC, IDM)
+    cmi_every_step = False
+    new_proxy_every_step = False
+
+    @abstractmethod
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
-        ...
+        """One loss per synthetic-set update of ``iteration``."""
 
+    @abstractmethod
     def state_dict(self) -> dict:
         ...
 
+    @abstractmethod
     def load_state_dict(self, state: dict) -> None:
         ...
 
 
-class ClassMatching:
+class ClassMatching(Method):
     """What DM and DC/DSA share: a real-image sampler and an augmentation stream derived from the
     seed (checkpointable with ``state_dict``), and per-class pairs of real and synthetic batches
     under one shared (siamese) augmentation draw."""
-
-    cmi_each_step = False
 
     def __init__(self, real, augment, batch_real: int, seed: int, device, prefix: str):
         self.real, self.augment, self.batch_real = real, augment, batch_real

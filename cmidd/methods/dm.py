@@ -31,8 +31,6 @@ class DM(ClassMatching):
     since batch statistics would mix classes.
     """
 
-    multi_formulation = False
-
     def __init__(self, net, batch_real: int, augment, real, seed: int, device,
                  fuse_classes="auto"):
         super().__init__(real, augment, batch_real, seed, device, "dm")

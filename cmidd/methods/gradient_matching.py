@@ -28,7 +28,9 @@ def layer_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
 
 
 class GradientMatching(ClassMatching):
-    multi_formulation = False
+    # The CMI reference (DC-DSA-DM/main.py) adds CMI inside the outer loop, before every image
+    # update, with one proxy loaded per iteration before that loop.
+    cmi_every_step = True
 
     def __init__(self, net, augment, batch_real: int, loops: list, lr_net: float,
                  batch_train: int, bn_images_per_class: int, real, seed: int, device):

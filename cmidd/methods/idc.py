@@ -17,30 +17,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..train import cutmix_loss
 from .base import ClassMatching
-
-
-def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Tensor:
-    """Cross-entropy with CutMix (Yun et al., 2019; beta(1, 1)) applied with probability ``p``."""
-    if torch.rand(1, generator=generator).item() >= p:
-        return F.cross_entropy(net(images), labels)
-    n, _, h, w = images.shape
-    lam = torch.rand(1, generator=generator).item()
-    cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
-    cy, cx = (torch.randint(s, (1,), generator=generator).item() for s in (h, w))
-    top, bottom = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
-    left, right = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-    perm = torch.randperm(n, generator=generator).to(images.device)
-    mixed = images.clone()
-    mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
-    kept = 1 - (bottom - top) * (right - left) / (h * w)
-    logits = net(mixed)
-    return kept * F.cross_entropy(logits, labels) + (1 - kept) * F.cross_entropy(logits, labels[perm])
 
 
 class IDC(ClassMatching):
     multi_formulation = True
-    cmi_each_step = True
+    # The CMI reference (IDC/condense.py) adds CMI at every matching step, loading a proxy per
+    # step.
+    cmi_every_step = True
+    new_proxy_every_step = True
 
     def __init__(self, net, augment, net_augment, batch_real: int, inner_loop: int,
                  batch_syn_max: int, n_data: int, lr_net: float, momentum: float,

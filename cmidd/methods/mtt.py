@@ -19,12 +19,10 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from ..runtime import build_seeded, generator
+from .base import Method
 
 
-class MTT:
-    multi_formulation = False
-    cmi_each_step = False
-
+class MTT(Method):
     def __init__(self, net, augment, real, seed: int, device, trajectories, syn_steps: int,
                  expert_epochs: int, max_start_epoch: int, batch_syn: int = None):
         c, h, _ = real.shape
