@@ -1,4 +1,5 @@
 """cmidd's one entry point: ``python launch.py [group=option ...] [key=value ...]``."""
+
 from pathlib import Path
 
 import hydra

@@ -1,6 +1,7 @@
 """Print pip constraints that pin every dependency of pyproject.toml (and of the named extras)
 to its lower bound, for CI's lowest-versions stage. torch and torchvision are left out: CI
 installs the one build this machine has as local files."""
+
 import re
 import sys
 import tomllib

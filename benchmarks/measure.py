@@ -3,6 +3,7 @@
 Every timing that is compared is measured side by side in one process, alternating, and
 reported as a ratio: absolute seconds on a shared machine are noisy, ratios much less so.
 """
+
 import json
 import resource
 import statistics
@@ -19,10 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cmidd.cmi import empirical_cmi, per_class_cmi  # noqa: E402
+from cmidd.components import components  # noqa: E402
 from cmidd.distill import Distillation  # noqa: E402
 from cmidd.runtime import build_seeded, resolve_device  # noqa: E402
 from cmidd.synthetic import SyntheticSet  # noqa: E402
-from cmidd.tasks import components  # noqa: E402
 
 
 def _sync(device) -> None:
@@ -30,11 +31,20 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _loop(parts, cmi_every: int = 1) -> Distillation:
+def _loop(parts) -> Distillation:
     """A distillation loop without evaluation or logging, for timing its steps."""
-    return Distillation(parts.synthetic, parts.method, parts.optimizer, 0, None, parts.real, 0,
-                        Path(tempfile.gettempdir()), None, cmi=parts.cmi, weight=parts.weight,
-                        cmi_every=cmi_every)
+    return Distillation(
+        parts.synthetic,
+        parts.method,
+        parts.optimizer,
+        0,
+        None,
+        parts.real,
+        0,
+        Path(tempfile.gettempdir()),
+        None,
+        cmi=parts.cmi,
+    )
 
 
 def _alternate(loops: dict, iterations: int, device) -> dict:
@@ -42,7 +52,7 @@ def _alternate(loops: dict, iterations: int, device) -> dict:
     who goes first; iteration 0 warms up (allocations, lazy initialization) untimed."""
     seconds, names = {name: [] for name in loops}, list(loops)
     for it in range(iterations + 1):
-        for name in names[it % len(names):] + names[:it % len(names)]:
+        for name in names[it % len(names) :] + names[: it % len(names)]:
             _sync(device)
             tic = time.perf_counter()
             loops[name]._step(it)
@@ -57,22 +67,31 @@ def iteration_cost(compose, overrides: list, iterations: int, every: int) -> dic
     iterations (with n a multiple of ``every``, the CMI runs on n/every of the timed ones)."""
     base = components(compose([*overrides, "cmi.weight=0"]))
     with_cmi = components(compose(overrides), real=base.real)
-    sparse = components(compose(overrides), real=base.real)
-    loops = {"base": _loop(base), "cmi": _loop(with_cmi), f"cmi_every_{every}": _loop(sparse, every)}
+    sparse = components(compose([*overrides, f"cmi.every={every}"]), real=base.real)
+    loops = {"base": _loop(base), "cmi": _loop(with_cmi), f"cmi_every_{every}": _loop(sparse)}
     mean = _alternate(loops, iterations, base.device)
-    return {"seconds_per_iteration": mean, "iterations_timed": iterations,
-            "weight": with_cmi.weight, "ratio_cmi": mean["cmi"] / mean["base"],
-            f"ratio_cmi_every_{every}": mean[f"cmi_every_{every}"] / mean["base"]}
+    return {
+        "seconds_per_iteration": mean,
+        "iterations_timed": iterations,
+        "weight": with_cmi.cmi.weight,
+        "ratio_cmi": mean["cmi"] / mean["base"],
+        f"ratio_cmi_every_{every}": mean[f"cmi_every_{every}"] / mean["base"],
+    }
 
 
 def fusion_speedup(compose, overrides: list, iterations: int) -> dict:
     """DM+CMI seconds per iteration with the classes embedded one forward each (before) and in
     one forward (after, ``fuse_classes``), alternating; the two give the same loss."""
     before = components(compose([*overrides, "method.algorithm.fuse_classes=false"]))
-    after = components(compose([*overrides, "method.algorithm.fuse_classes=true"]), real=before.real)
+    after = components(
+        compose([*overrides, "method.algorithm.fuse_classes=true"]), real=before.real
+    )
     mean = _alternate({"before": _loop(before), "after": _loop(after)}, iterations, before.device)
-    return {"seconds_per_iteration": mean, "iterations_timed": iterations,
-            "speedup": mean["before"] / mean["after"]}
+    return {
+        "seconds_per_iteration": mean,
+        "iterations_timed": iterations,
+        "speedup": mean["before"] / mean["after"],
+    }
 
 
 def evaluation_cost(compose, overrides: list, epochs: tuple) -> dict:
@@ -87,7 +106,7 @@ def evaluation_cost(compose, overrides: list, epochs: tuple) -> dict:
         instantiate(cfg.eval, epochs=1, vectorize=vectorize)(images, labels, parts.real, cfg.seed)
     timings = {}
     for k, epoch_count in enumerate(epochs):
-        for vectorize in ((False, True) if k % 2 == 0 else (True, False)):
+        for vectorize in (False, True) if k % 2 == 0 else (True, False):
             evaluator = instantiate(cfg.eval, epochs=epoch_count, vectorize=vectorize)
             _sync(parts.device)
             tic = time.perf_counter()
@@ -95,8 +114,14 @@ def evaluation_cost(compose, overrides: list, epochs: tuple) -> dict:
             _sync(parts.device)
             timings[(vectorize, epoch_count)] = time.perf_counter() - tic
     low, high = epochs
-    out = {"models": cfg.eval.models, "epochs": cfg.eval.epochs, "architectures": list(cfg.eval.nets),
-           "measured": {f"{'vectorized' if v else 'sequential'}@{e}": t for (v, e), t in timings.items()}}
+    out = {
+        "models": cfg.eval.models,
+        "epochs": cfg.eval.epochs,
+        "architectures": list(cfg.eval.nets),
+        "measured": {
+            f"{'vectorized' if v else 'sequential'}@{e}": t for (v, e), t in timings.items()
+        },
+    }
     for vectorize, name in ((False, "sequential"), (True, "vectorized")):
         # A negative slope is noise swamping the per-epoch cost: the short timing is kept.
         slope = max(0.0, (timings[(vectorize, high)] - timings[(vectorize, low)]) / (high - low))
@@ -109,8 +134,11 @@ def _memory_child(spec: dict) -> dict:
     """One CMI forward and backward (or only the set-up) in this process; its peak memory."""
     device = resolve_device(spec["device"])
     make = instantiate(spec["net"])
-    proxy = build_seeded(make, 0, "proxy", in_channels=3, num_classes=spec["classes"],
-                         image_size=32).to(device).requires_grad_(False)
+    proxy = (
+        build_seeded(make, 0, "proxy", in_channels=3, num_classes=spec["classes"], image_size=32)
+        .to(device)
+        .requires_grad_(False)
+    )
     n = spec["classes"] * spec["ipc"]
     images = torch.randn(n, 3, 32, 32, device=device, requires_grad=True)
     labels = torch.arange(spec["classes"], device=device).repeat_interleave(spec["ipc"])
@@ -132,19 +160,23 @@ def _mtt_child(spec: dict) -> dict:
     from types import SimpleNamespace
 
     from cmidd.augment import DSA
-    from cmidd.experts import Trajectories, flat_parameters
     from cmidd.methods import MTT
+    from cmidd.pretrained.experts import Trajectories, flat_parameters
 
     device = resolve_device(spec["device"])
     make = instantiate(spec["net"])
     real = SimpleNamespace(shape=(3, 32, 32), num_classes=spec["classes"])
-    start = flat_parameters(build_seeded(make, 0, "expert", in_channels=3,
-                                         num_classes=spec["classes"], image_size=32))
-    trajectories = Trajectories([torch.stack([start, start, start + 0.01 * torch.randn_like(start)])])
+    start = flat_parameters(
+        build_seeded(make, 0, "expert", in_channels=3, num_classes=spec["classes"], image_size=32)
+    )
+    trajectories = Trajectories(
+        [torch.stack([start, start, start + 0.01 * torch.randn_like(start)])]
+    )
     method = MTT(make, DSA(), real, 0, device, trajectories, max(spec["steps"], 1), 2, 1)
     labels = torch.arange(spec["classes"]).repeat_interleave(spec["ipc"])
-    synthetic = SyntheticSet(torch.randn(len(labels), 3, 32, 32), labels, (0,) * 3, (1,) * 3,
-                             lr=0.01).to(device)
+    synthetic = SyntheticSet(
+        torch.randn(len(labels), 3, 32, 32), labels, (0,) * 3, (1,) * 3, lr=0.01
+    ).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.max_memory_allocated(device)
@@ -168,8 +200,13 @@ def _peak_resident_bytes() -> int:
 
 
 def _child_peak(spec: dict) -> int:
-    done = subprocess.run([sys.executable, __file__, json.dumps(spec)], capture_output=True,
-                          text=True, check=True, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, __file__, json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
 
 
@@ -179,8 +216,14 @@ def mtt_memory(net: dict, classes: int, ipc: int, steps: list, device: str) -> d
     spec = {"kind": "mtt", "net": net, "classes": classes, "ipc": ipc, "device": device}
     setup = _child_peak({**spec, "steps": 0}) if device != "cuda" else 0
     mib = {n: max(_child_peak({**spec, "steps": n}) - setup, 0) / 2**20 for n in steps}
-    return {"classes": classes, "ipc": ipc, "net": net, "device": device, "mib_by_steps": mib,
-            "mib_per_step": (mib[steps[-1]] - mib[steps[0]]) / (steps[-1] - steps[0])}
+    return {
+        "classes": classes,
+        "ipc": ipc,
+        "net": net,
+        "device": device,
+        "mib_by_steps": mib,
+        "mib_per_step": (mib[steps[-1]] - mib[steps[0]]) / (steps[-1] - steps[0]),
+    }
 
 
 def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
@@ -190,9 +233,12 @@ def cmi_memory(net: dict, classes: int, ipc: int, device: str) -> dict:
     of allocated memory."""
     out = {"classes": classes, "ipc": ipc, "net": net, "device": device}
     for mode in ("setup", "whole", "per_class"):
-        spec = json.dumps({"net": net, "classes": classes, "ipc": ipc, "device": device, "mode": mode})
-        done = subprocess.run([sys.executable, __file__, spec], capture_output=True, text=True,
-                              check=True, cwd=ROOT)
+        spec = json.dumps(
+            {"net": net, "classes": classes, "ipc": ipc, "device": device, "mode": mode}
+        )
+        done = subprocess.run(
+            [sys.executable, __file__, spec], capture_output=True, text=True, check=True, cwd=ROOT
+        )
         out[f"{mode}_bytes"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
     for mode in ("whole", "per_class"):
         cost = out[f"{mode}_bytes"] - (0 if device == "cuda" else out["setup_bytes"])

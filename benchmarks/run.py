@@ -14,6 +14,7 @@ memory (the CMI term, whole set vs per class) and mtt_memory (one MTT iteration 
 of unrolled student steps). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
+
 import argparse
 import json
 import platform
@@ -24,7 +25,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-
 from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
 from summary import accuracy_tables, write_summary
 
@@ -32,28 +32,66 @@ SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memor
 
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
-    "methods": ["dm", "dsa"], "seeds": [0, 1, 2], "every": 5, "every_methods": ["dm"],
-    "cost_iterations": {"dm": 20, "dsa": 5, "mtt": 6}, "eval_epochs": (10, 30),
-    "memory": {"classes": 100, "ipc": 50}, "paper_eval": True,
+    "methods": ["dm", "dsa"],
+    "seeds": [0, 1, 2],
+    "every": 5,
+    "every_methods": ["dm"],
+    "cost_iterations": {"dm": 20, "dsa": 5, "mtt": 6},
+    "eval_epochs": (10, 30),
+    "memory": {"classes": 100, "ipc": 50},
+    "paper_eval": True,
     # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
     "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
     # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
     # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
-    "paper_step": {"overrides": ["experiment=paper", "dataset=cifar10_jpg", "method=dm",
-                                 "cmi.pretrained=false", "proxy.pool_size=1"], "iterations": 4},
+    "paper_step": {
+        "overrides": [
+            "experiment=paper",
+            "dataset=cifar10_jpg",
+            "method=dm",
+            "cmi.pretrained=false",
+            "proxy.pool_size=1",
+        ],
+        "iterations": 4,
+    },
 }
 QUICK = {
-    "overrides": ["dataset=digits", "iterations=4", "eval.models=2", "eval.epochs=2",
-                  "eval.every=2", "method.algorithm.batch_real=16", "method.algorithm.net.width=8",
-                  "eval.nets.convnet.width=8", "proxy.net.width=8", "proxy.pool_size=2",
-                  "proxy.recipe.epochs=1", "method.algorithm.loops=[1,2]", "cmi.weight=100"],
-    "methods": ["dm", "dsa"], "seeds": [0, 1], "every": 2, "every_methods": ["dm"],
-    "cost_iterations": {"dm": 4, "dsa": 2}, "eval_epochs": (1, 2),
-    "memory": {"classes": 10, "ipc": 5}, "paper_eval": False,
+    "overrides": [
+        "dataset=digits",
+        "iterations=4",
+        "eval.models=2",
+        "eval.epochs=2",
+        "eval.every=2",
+        "method.algorithm.batch_real=16",
+        "method.algorithm.net.width=8",
+        "eval.nets.convnet.width=8",
+        "proxy.net.width=8",
+        "proxy.pool_size=2",
+        "proxy.recipe.epochs=1",
+        "method.algorithm.loops=[1,2]",
+        "cmi.weight=100",
+    ],
+    "methods": ["dm", "dsa"],
+    "seeds": [0, 1],
+    "every": 2,
+    "every_methods": ["dm"],
+    "cost_iterations": {"dm": 4, "dsa": 2},
+    "eval_epochs": (1, 2),
+    "memory": {"classes": 10, "ipc": 5},
+    "paper_eval": False,
     "mtt_memory": {"classes": 10, "ipc": 2, "steps": [1, 2], "width": 8},
-    "paper_step": {"overrides": ["dataset=digits", "method=dm", "method.algorithm.batch_real=16",
-                                 "cmi.weight=100", "cmi.pretrained=false", "proxy.pool_size=1",
-                                 "proxy.net.width=8"], "iterations": 2},
+    "paper_step": {
+        "overrides": [
+            "dataset=digits",
+            "method=dm",
+            "method.algorithm.batch_real=16",
+            "cmi.weight=100",
+            "cmi.pretrained=false",
+            "proxy.pool_size=1",
+            "proxy.net.width=8",
+        ],
+        "iterations": 2,
+    },
 }
 
 
@@ -65,8 +103,15 @@ def _method_overrides(settings: dict, method: str) -> list:
 def _launch(out: Path, overrides: list, jobs: int) -> None:
     """One Hydra multirun of launch.py; a failed job is recorded by the report, not fatal."""
     parallel = ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}"] if jobs > 1 else []
-    command = [sys.executable, "launch.py", "-m", "logger=none", *overrides,
-               f"hydra.sweep.dir={out}", *parallel]
+    command = [
+        sys.executable,
+        "launch.py",
+        "-m",
+        "logger=none",
+        *overrides,
+        f"hydra.sweep.dir={out}",
+        *parallel,
+    ]
     print("+", " ".join(command[1:]), flush=True)
     subprocess.run(command, cwd=ROOT, check=False)
 
@@ -85,16 +130,24 @@ def run_accuracy(settings: dict, out: Path, jobs: int) -> dict:
 
 
 def run_cost(settings: dict, compose_fn) -> dict:
-    return {method: iteration_cost(compose_fn, [*_method_overrides(settings, method),
-                                                f"method={method}"],
-                                   settings["cost_iterations"][method], settings["every"])
-            for method in settings["methods"]}
+    return {
+        method: iteration_cost(
+            compose_fn,
+            [*_method_overrides(settings, method), f"method={method}"],
+            settings["cost_iterations"][method],
+            settings["every"],
+        )
+        for method in settings["methods"]
+    }
 
 
 def run_paper_step(settings: dict, compose_fn, device: str) -> dict:
     step = settings["paper_step"]
-    return fusion_speedup(compose_fn, [*step["overrides"], f"device={device}", "logger=none",
-                                       *settings["extra"]], step["iterations"])
+    return fusion_speedup(
+        compose_fn,
+        [*step["overrides"], f"device={device}", "logger=none", *settings["extra"]],
+        step["iterations"],
+    )
 
 
 def run_evaluation(settings: dict, compose_fn) -> dict:
@@ -132,10 +185,17 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="distillation runs in parallel (Hydra's joblib launcher)")
-    parser.add_argument("--methods", default=None,
-                        help="comma-separated methods for accuracy and cost (default: dm,dsa)")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="distillation runs in parallel (Hydra's joblib launcher)",
+    )
+    parser.add_argument(
+        "--methods",
+        default=None,
+        help="comma-separated methods for accuracy and cost (default: dm,dsa)",
+    )
     parser.add_argument("extra", nargs="*", help="Hydra overrides for every run (after --)")
     args = parser.parse_args(argv)
     sections = args.only.split(",")
@@ -145,20 +205,34 @@ def main(argv=None) -> int:
     settings = QUICK if args.quick else FULL
     if args.methods:
         settings = {**settings, "methods": args.methods.split(",")}
-    settings = {**settings, "overrides": [*settings["overrides"], f"device={args.device}",
-                                          "logger=none", *args.extra], "extra": args.extra}
+    settings = {
+        **settings,
+        "overrides": [*settings["overrides"], f"device={args.device}", "logger=none", *args.extra],
+        "extra": args.extra,
+    }
     out = args.out or ROOT / "benchmarks" / "out" / ("quick" if args.quick else "full")
     out.mkdir(parents=True, exist_ok=True)
-    report = {"command": " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]),
-              "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads(),
-                          "torch": torch.__version__,
-                          "device": torch.cuda.get_device_name() if torch.cuda.is_available()
-                          and args.device != "cpu" else "cpu"},
-              "settings": {k: v for k, v in settings.items()}, "sections": {}}
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    report = {
+        "command": " ".join(["python benchmarks/run.py", *(argv or sys.argv[1:])]),
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "device": torch.cuda.get_device_name()
+            if torch.cuda.is_available() and args.device != "cpu"
+            else "cpu",
+        },
+        "settings": {k: v for k, v in settings.items()},
+        "sections": {},
+    }
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+
         def compose_fn(overrides):
             return compose(config_name="config", overrides=list(overrides))
+
         for section in sections:
             tic = time.perf_counter()
             if section == "accuracy":

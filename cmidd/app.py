@@ -1,4 +1,5 @@
 """What ``launch.py`` calls: run the configured task, and leave a trace of any failure."""
+
 import logging
 import os
 import sys

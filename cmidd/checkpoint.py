@@ -8,6 +8,7 @@ renamed, so a kill during the write leaves the previous checkpoint intact. SIGTE
 (what SLURM and submitit send before preemption) ask for a checkpoint at the end of the current
 iteration, after which the run stops with ``Preempted``.
 """
+
 import logging
 import os
 import random
@@ -22,8 +23,17 @@ from .errors import UserError, describe
 log = logging.getLogger(__name__)
 
 # Keys that do not change a run's result: a checkpoint may be resumed with other values.
-NEUTRAL = ("logger", "log_every", "checkpoint", "resume", "device", "cache_dir", "data_root",
-           "download", "study")
+NEUTRAL = (
+    "logger",
+    "log_every",
+    "checkpoint",
+    "resume",
+    "device",
+    "cache_dir",
+    "data_root",
+    "download",
+    "study",
+)
 # Keys that extend a run rather than change it: a resumed run may go on for longer (its
 # evaluation schedule may follow, e.g. eval.every derived from iterations).
 EXTENDABLE = ("iterations", "eval.every")
@@ -37,11 +47,17 @@ def global_rng_state() -> dict:
     """The global generators' states as tensors and plain numbers."""
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     version, words, gauss_next = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)),
-                       "position": int(position), "has_gauss": int(has_gauss),
-                       "gauss": float(gauss)},
-             "python": {"version": version, "words": list(words), "gauss_next": gauss_next}}
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "words": list(words), "gauss_next": gauss_next},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -50,8 +66,9 @@ def global_rng_state() -> dict:
 def set_global_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["position"],
-                         n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"])
+    )
     p = state["python"]
     random.setstate((p["version"], tuple(p["words"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
@@ -73,8 +90,11 @@ def differing_keys(saved: dict, current: dict) -> list:
     """The keys whose values differ between two resolved configs, ignoring neutral and
     extendable ones."""
     a, b = _flatten(saved), _flatten(current)
-    return sorted(k for k in a.keys() | b.keys()
-                  if a.get(k) != b.get(k) and not k.startswith(NEUTRAL) and k not in EXTENDABLE)
+    return sorted(
+        k
+        for k in a.keys() | b.keys()
+        if a.get(k) != b.get(k) and not k.startswith(NEUTRAL) and k not in EXTENDABLE
+    )
 
 
 class Checkpointer:
@@ -86,8 +106,9 @@ class Checkpointer:
             log.warning("signal %d: checkpointing at the end of this iteration", signum)
             self.requested = True
 
-        self.previous = {signum: signal.signal(signum, request)
-                         for signum in (signal.SIGTERM, signal.SIGUSR1)}
+        self.previous = {
+            signum: signal.signal(signum, request) for signum in (signal.SIGTERM, signal.SIGUSR1)
+        }
 
     def restore_signal_handlers(self) -> None:
         """Put back the handlers from before the run: the jobs of a local multirun share one
@@ -112,15 +133,22 @@ class Checkpointer:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             saved = state["config"]
         except Exception as error:  # noqa: BLE001 -- any unreadable file gets the same message
-            raise UserError(f"checkpoint {self.path} cannot be read: {describe(error)}; delete "
-                            "it to start over") from None
+            raise UserError(
+                f"checkpoint {self.path} cannot be read: {describe(error)}; delete it to start over"
+            ) from None
         differing = differing_keys(saved, config)
         if differing:
-            shown = ", ".join(f"{k}={_flatten(saved).get(k)!r} (now "
-                              f"{_flatten(config).get(k)!r})" for k in differing[:5])
-            raise UserError(f"checkpoint {self.path} is from a run with other settings: {shown}; "
-                            "use another run directory or delete the checkpoint")
+            shown = ", ".join(
+                f"{k}={_flatten(saved).get(k)!r} (now {_flatten(config).get(k)!r})"
+                for k in differing[:5]
+            )
+            raise UserError(
+                f"checkpoint {self.path} is from a run with other settings: {shown}; "
+                "use another run directory or delete the checkpoint"
+            )
         if config["iterations"] < state["iteration"]:
-            raise UserError(f"iterations={config['iterations']} is invalid: checkpoint "
-                            f"{self.path} is after {state['iteration']} iterations already")
+            raise UserError(
+                f"iterations={config['iterations']} is invalid: checkpoint "
+                f"{self.path} is after {state['iteration']} iterations already"
+            )
         return state

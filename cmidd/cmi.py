@@ -15,6 +15,7 @@ the graph is faithful to the paper and changes no update). Everything is
 computed in log space (log-softmax, logsumexp for the centroid), so the value stays finite
 when softmax outputs underflow to zero.
 """
+
 import math
 
 import torch
@@ -25,8 +26,9 @@ from torch.utils.checkpoint import checkpoint
 def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
     """sum_s KL(P_s || Q) for the outputs [n, M] of one class, Q their mean distribution."""
     # Half-precision outputs (mixed precision) are promoted; float64 stays float64.
-    log_p = F.log_softmax(outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16)
-                          else outputs, dim=1)
+    log_p = F.log_softmax(
+        outputs.float() if outputs.dtype in (torch.float16, torch.bfloat16) else outputs, dim=1
+    )
     log_q = torch.logsumexp(log_p, dim=0, keepdim=True) - math.log(outputs.shape[0])
     # A sum of KL divergences is >= 0; clamping removes float rounding below zero (~1e-8).
     return (log_p.exp() * (log_p - log_q)).sum().clamp_min(0.0)
@@ -35,8 +37,10 @@ def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
 def empirical_cmi(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """CMI_emp (Eq. 10) of outputs [N, M] with integer labels [N], in any order, in nats."""
     if outputs.ndim != 2 or labels.shape != outputs.shape[:1]:
-        raise ValueError(f"expected outputs [N, M] and labels [N], got {tuple(outputs.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected outputs [N, M] and labels [N], got {tuple(outputs.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     total = sum(_class_kl_sum(outputs[labels == y]) for y in labels.unique())
     return total / outputs.shape[0]
 
@@ -49,11 +53,13 @@ def per_class_cmi(embed, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
     the class's activations when it reaches them. Peak memory is thus bounded by one class, and
     the result is an ordinary differentiable scalar.
     """
+
     def class_term(x):
         return _class_kl_sum(embed(x))
 
-    total = sum(checkpoint(class_term, images[labels == y], use_reentrant=False)
-                for y in labels.unique())
+    total = sum(
+        checkpoint(class_term, images[labels == y], use_reentrant=False) for y in labels.unique()
+    )
     return total / images.shape[0]
 
 
@@ -61,19 +67,33 @@ SPACES = {"feature": "embed", "probability": "forward"}
 
 
 class CMITerm:
-    """The CMI of a synthetic set under a proxy pool, in the space the config names.
+    """The CMI regularizer of Eq. 11, built from ``cmi=...`` (conf/cmi/) with the run's proxy
+    ``pool`` and a seeded ``generator``.
 
-    ``draw`` picks one proxy uniformly (seeded); ``__call__`` returns the unweighted,
-    differentiable CMI under a drawn proxy (a fresh draw unless one is given: the loop reuses a
-    draw for the steps of one iteration where the method's reference does); ``measure`` is the
-    detached CMI under the pool's first proxy, the value the paper's Tables 10-11 report.
+    ``draw`` picks one proxy uniformly; ``__call__`` returns the unweighted, differentiable CMI
+    under a drawn proxy (a fresh draw unless one is given: the loop reuses a draw for the steps
+    of one iteration where the method's reference does); ``measure`` is the detached CMI under
+    the pool's first proxy, the value the paper's Tables 10-11 report. ``weight`` and ``every``
+    are the loop's: it adds ``weight * CMI`` in every ``every``-th iteration, and never calls the
+    term when the weight is 0. ``pretrained`` says which pool was built (trained or not).
     """
 
-    def __init__(self, pool, space: str, generator: torch.Generator, per_class: bool = False):
+    def __init__(
+        self,
+        pool,
+        generator: torch.Generator,
+        space: str = "feature",
+        per_class: bool = False,
+        weight: float = 0.0,
+        every: int = 1,
+        pretrained: bool = True,
+        name: str = None,
+    ):
         if space not in SPACES:
             raise ValueError(f"cmi.space={space!r} is not one of {sorted(SPACES)}")
         self.pool, self.method, self.generator = pool, SPACES[space], generator
-        self.per_class = per_class
+        self.per_class, self.weight, self.every = per_class, float(weight), every
+        self.pretrained, self.name = pretrained, name
 
     def _cmi(self, proxy, images, labels) -> torch.Tensor:
         outputs = getattr(proxy, self.method)

@@ -1,11 +1,12 @@
 """OmegaConf resolvers used by the config files; registered when ``cmidd`` is imported."""
+
 import hashlib
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from omegaconf import Container, OmegaConf
 
 
-def paper_table(path: str, *keys, _root_):
+def paper_table(path: str, *keys, _root_, _node_):
     """``${paper_table:method.cmi_weights,${proxy.name},${dataset.benchmark},${ipc}}``: the entry
     of a hyper-parameter table in the config; a missing entry is an error, never a default."""
     node = OmegaConf.select(_root_, path)
@@ -15,11 +16,34 @@ def paper_table(path: str, *keys, _root_):
         candidates = [key, str(key)] + ([int(key)] if str(key).isdigit() else [])
         found = next((k for k in candidates if k in node), None)
         if found is None or node[found] is None:
-            where = ", ".join(f"{k}" for k in keys[:depth + 1])
-            raise ValueError(f"{path} has no entry for [{where}]: add the entry to the table, or "
-                             "set the value that is looked up there on the command line")
+            wanted = ", ".join(str(k) for k in keys)
+            missing = (
+                ""
+                if depth == len(keys) - 1
+                else f" (nothing under [{', '.join(str(k) for k in keys[: depth + 1])}])"
+            )
+            key = _node_._get_full_key(None)
+            raise ValueError(
+                f"{path} has no entry for [{wanted}]{missing}: set {key}=... on "
+                "the command line, or add the entry to the table"
+            )
         node = node[found]
     return node
+
+
+def without(node, *keys):
+    """``${without:${dataset.loader},root,archive}``: the entries of a mapping but the named ones,
+    resolved (those named are not even resolved: a mandatory path may be unset). A config node,
+    so that ``--cfg job --resolve`` can show it."""
+    return OmegaConf.create(
+        {
+            key: OmegaConf.to_container(node[key], resolve=True)
+            if isinstance(node[key], Container)
+            else node[key]
+            for key in node
+            if key not in keys
+        }
+    )
 
 
 def job_dir(override_dirname: str, limit: int = 200) -> str:
@@ -29,16 +53,20 @@ def job_dir(override_dirname: str, limit: int = 200) -> str:
     if len(name.encode()) <= limit:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]
-    return f"{name.encode()[:limit - 13].decode(errors='ignore')}~{digest}"
+    return f"{name.encode()[: limit - 13].decode(errors='ignore')}~{digest}"
 
 
 def register() -> None:
-    resolvers = {"paper_table": paper_table, "job_dir": job_dir,
-                 "ceil_div": lambda a, b: -(-int(a) // int(b)),
-                 # floor(n * num / den): epochs at a fraction of a schedule, as the references
-                 # compute them (e.g. IDC's 2 * epochs // 3)
-                 "floor_frac": lambda n, num, den: int(n) * int(num) // int(den),
-                 "project_root": lambda: str(Path(__file__).resolve().parents[1])}
+    resolvers = {
+        "paper_table": paper_table,
+        "job_dir": job_dir,
+        "without": without,
+        "ceil_div": lambda a, b: -(-int(a) // int(b)),
+        # floor(n * num / den): epochs at a fraction of a schedule, as the references
+        # compute them (e.g. IDC's 2 * epochs // 3)
+        "floor_frac": lambda n, num, den: int(n) * int(num) // int(den),
+        "project_root": lambda: str(Path(__file__).resolve().parents[1]),
+    }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -4,6 +4,7 @@ Every loader returns a ``RealData``: normalized training images split by class, 
 test set, and the normalization statistics. Which torchvision dataset class to read is the
 config's ``_target_``; this module only turns a dataset into tensors.
 """
+
 import os
 import tarfile
 import tempfile
@@ -39,9 +40,14 @@ class RealData:
     def meta(self) -> dict:
         """What a proxy or a saved synthetic set must agree with."""
         c, h, _ = self.shape
-        meta = {"dataset": self.name, "num_classes": self.num_classes, "channels": c,
-                "image_size": h, "mean": [round(m, 6) for m in self.mean],
-                "std": [round(s, 6) for s in self.std]}
+        meta = {
+            "dataset": self.name,
+            "num_classes": self.num_classes,
+            "channels": c,
+            "image_size": h,
+            "mean": [round(m, 6) for m in self.mean],
+            "std": [round(s, 6) for s in self.std],
+        }
         # Only whitened data carry the key, so the caches of unwhitened data keep their names.
         return meta if self.whitening is None else {**meta, "zca": self.zca_eps}
 
@@ -59,14 +65,17 @@ class RealData:
         labels = torch.searchsorted(ends, index, right=True)
         within = index - (ends - sizes)[labels]
         classes = labels.unique().tolist()
-        images = torch.cat([self.train[c][within[labels == c].to(self.train[c].device)]
-                            for c in classes])
+        images = torch.cat(
+            [self.train[c][within[labels == c].to(self.train[c].device)] for c in classes]
+        )
         labels = torch.cat([torch.full((int((labels == c).sum()),), c) for c in classes])
         return images, labels.to(images.device)
 
     def train_tensors(self) -> tuple:
         images = torch.cat(self.train)
-        labels = torch.cat([torch.full((len(x),), c, device=x.device) for c, x in enumerate(self.train)])
+        labels = torch.cat(
+            [torch.full((len(x),), c, device=x.device) for c, x in enumerate(self.train)]
+        )
         return images, labels
 
 
@@ -78,8 +87,9 @@ def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
 def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Normalized images back to pixels in [0, 1] (not clamped)."""
     view = (1, -1, 1, 1)
-    return (images * torch.tensor(std, device=images.device).view(view)
-            + torch.tensor(mean, device=images.device).view(view))
+    return images * torch.tensor(std, device=images.device).view(view) + torch.tensor(
+        mean, device=images.device
+    ).view(view)
 
 
 def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, class_names=None):
@@ -91,33 +101,51 @@ def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, clas
     train_x = _normalize(train_x, mean, std)
     classes = int(train_y.max()) + 1
     train = [train_x[train_y == c].to(device) for c in range(classes)]
-    return RealData(name=name, train=train, test_images=_normalize(test_x, mean, std).to(device),
-                    test_labels=test_y.long().to(device), mean=mean, std=std,
-                    class_names=list(class_names or range(classes)))
+    return RealData(
+        name=name,
+        train=train,
+        test_images=_normalize(test_x, mean, std).to(device),
+        test_labels=test_y.long().to(device),
+        mean=mean,
+        std=std,
+        class_names=list(class_names or range(classes)),
+    )
 
 
 def _to_uint8(dataset) -> tuple:
     """Stack a dataset of (uint8 tensor image, label) items into one uint8 tensor and labels."""
     loader = DataLoader(dataset, batch_size=1000, num_workers=min(2, os.cpu_count() or 1))
-    xs, ys = zip(*loader)
+    xs, ys = zip(*loader, strict=True)
     return torch.cat(xs), torch.cat(ys).long()
 
 
 def _from_uint8(name, train, test, mean, std, device, class_names) -> RealData:
     (train_x, train_y), (test_x, test_y) = train, test
-    return from_tensors(name, train_x.float().div_(255), train_y, test_x.float().div_(255), test_y,
-                        mean, std, device, class_names)
+    return from_tensors(
+        name,
+        train_x.float().div_(255),
+        train_y,
+        test_x.float().div_(255),
+        test_y,
+        mean,
+        std,
+        device,
+        class_names,
+    )
 
 
 def load_torchvision(name: str, train, test, device, mean=None, std=None) -> RealData:
     """``train``/``test`` are torchvision datasets (built from config) yielding uint8 tensors."""
-    return _from_uint8(name, _to_uint8(train), _to_uint8(test), mean, std, device,
-                       getattr(train, "classes", None))
+    return _from_uint8(
+        name, _to_uint8(train), _to_uint8(test), mean, std, device, getattr(train, "classes", None)
+    )
 
 
-def load_digits(name: str, device, test_fraction: float = 0.3, split_seed: int = 0,
-                mean=None, std=None) -> RealData:
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images), with a fixed stratified split."""
+def load_digits(
+    name: str, device, test_fraction: float = 0.3, split_seed: int = 0, mean=None, std=None
+) -> RealData:
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images), with a fixed stratified
+    split."""
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
@@ -125,10 +153,20 @@ def load_digits(name: str, device, test_fraction: float = 0.3, split_seed: int =
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     labels = torch.tensor(bunch.target)
     index = torch.arange(len(labels))
-    train_i, test_i = train_test_split(index.numpy(), test_size=test_fraction,
-                                       random_state=split_seed, stratify=labels.numpy())
-    return from_tensors(name, images[train_i], labels[train_i], images[test_i], labels[test_i],
-                        mean, std, device, [str(c) for c in bunch.target_names])
+    train_i, test_i = train_test_split(
+        index.numpy(), test_size=test_fraction, random_state=split_seed, stratify=labels.numpy()
+    )
+    return from_tensors(
+        name,
+        images[train_i],
+        labels[train_i],
+        images[test_i],
+        labels[test_i],
+        mean,
+        std,
+        device,
+        [str(c) for c in bunch.target_names],
+    )
 
 
 def unpack_once(archive: str, target: str) -> Path:
@@ -162,8 +200,10 @@ def _decoded_once(root: Path) -> dict:
     cache = root.with_name(f".{root.name}.uint8.pt")
     if cache.is_file():
         return torch.load(cache, weights_only=True)
-    splits = {split: ImageFolder(str(root / split), transform=PILToTensor())
-              for split in ("train", "test")}
+    splits = {
+        split: ImageFolder(str(root / split), transform=PILToTensor())
+        for split in ("train", "test")
+    }
     decoded = {split: _to_uint8(data) for split, data in splits.items()}
     decoded["classes"] = splits["train"].classes
     staging = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
@@ -172,8 +212,9 @@ def _decoded_once(root: Path) -> dict:
     return decoded
 
 
-def load_imagefolder(name: str, root: str, device, archive: str = None, mean=None,
-                     std=None) -> RealData:
+def load_imagefolder(
+    name: str, root: str, device, archive: str = None, mean=None, std=None
+) -> RealData:
     """``root/train`` and ``root/test`` in ImageFolder layout (TinyImageNet, custom data); with
     ``archive``, ``root`` is first unpacked from it (once) and its decoded tensors are cached."""
     from torchvision.datasets import ImageFolder
@@ -181,8 +222,11 @@ def load_imagefolder(name: str, root: str, device, archive: str = None, mean=Non
 
     if archive:
         decoded = _decoded_once(unpack_once(archive, root))
-        return _from_uint8(name, decoded["train"], decoded["test"], mean, std, device,
-                           decoded["classes"])
-    splits = [ImageFolder(str(Path(root).expanduser() / split), transform=PILToTensor())
-              for split in ("train", "test")]
+        return _from_uint8(
+            name, decoded["train"], decoded["test"], mean, std, device, decoded["classes"]
+        )
+    splits = [
+        ImageFolder(str(Path(root).expanduser() / split), transform=PILToTensor())
+        for split in ("train", "test")
+    ]
     return load_torchvision(name, *splits, device=device, mean=mean, std=std)

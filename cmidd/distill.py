@@ -8,14 +8,13 @@ method's reference code adds it (``Method.cmi_every_step``, ``Method.new_proxy_e
 the first or every image update of an iteration, one proxy per iteration or per step). With
 weight 0 the proxy never runs.
 """
+
 import json
 import logging
 import math
 import os
 import time
 from pathlib import Path
-
-import torch
 
 from .checkpoint import Preempted, global_rng_state, set_global_rng_state
 from .errors import NonFiniteError, UserError, describe
@@ -38,18 +37,40 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class Distillation:
-    def __init__(self, synthetic, method, optimizer, iterations: int, evaluator, real, seed: int,
-                 out_dir: Path, logger, cmi=None, weight: float = 0.0, cmi_every: int = 1,
-                 log_every: int = 50, config: dict = None, checkpointer=None):
+    def __init__(
+        self,
+        synthetic,
+        method,
+        optimizer,
+        iterations: int,
+        evaluator,
+        real,
+        seed: int,
+        out_dir: Path,
+        logger,
+        cmi=None,
+        log_every: int = 50,
+        config: dict = None,
+        checkpointer=None,
+    ):
         self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
-        self.out_dir, self.logger, self.cmi, self.weight = Path(out_dir), logger, cmi, weight
-        self.log_every, self.checkpointer, self.cmi_every = log_every, checkpointer, cmi_every
+        self.out_dir, self.logger, self.cmi = Path(out_dir), logger, cmi
+        self.log_every, self.checkpointer = log_every, checkpointer
+        # The term's own schedule (cmi.weight, cmi.every); no pool means no term.
+        self.weight = cmi.weight if cmi is not None else 0.0
+        self.cmi_every = cmi.every if cmi is not None else 1
         self.done = 0  # iterations completed
         self.unsaved = None  # why synthetic.pt could not be written, if it could not
-        self.results = {"accuracy": {}, "accuracy_curve": [], "cmi": {"start": None, "end": None},
-                        "iterations": iterations, "seconds_per_iteration": None,
-                        "status": "running", "config": config or {}}
+        self.results = {
+            "accuracy": {},
+            "accuracy_curve": [],
+            "cmi": {"start": None, "end": None},
+            "iterations": iterations,
+            "seconds_per_iteration": None,
+            "status": "running",
+            "config": config or {},
+        }
 
     @property
     def _rates(self) -> str:
@@ -62,31 +83,44 @@ class Distillation:
 
     def _evaluate(self, iteration: int) -> dict:
         """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
-        images, labels = self.synthetic.decoded()
-        accuracy = self.evaluator(images, labels, self.real, self.seed, stream=f"eval/{iteration}",
-                                  lr=self.synthetic.learned_lr)
+        images, labels = self.synthetic.train_set()
+        accuracy = self.evaluator(
+            images,
+            labels,
+            self.real,
+            self.seed,
+            stream=f"eval/{iteration}",
+            lr=self.synthetic.learned_lr,
+        )
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         curve = self.results["accuracy_curve"]
         curve[:] = [p for p in curve if p["iteration"] != iteration] + [point]  # an extended run
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
         self.synthetic.save_grid(self.out_dir / "synthetic.png")
         self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
-        log.info("after %d iterations: accuracy %s", iteration,
-                 ", ".join(f"{a} {r['mean']:.4f} ± {r['std']:.4f}" for a, r in accuracy.items()))
+        log.info(
+            "after %d iterations: accuracy %s",
+            iteration,
+            ", ".join(f"{a} {r['mean']:.4f} ± {r['std']:.4f}" for a, r in accuracy.items()),
+        )
         write_json(self.out_dir / "results.json", self.results)
         return accuracy
 
     def _cmi_due(self, step: int, iteration: int) -> bool:
-        return (self.weight > 0 and iteration % self.cmi_every == 0
-                and (step == 0 or self.method.cmi_every_step))
+        return (
+            self.weight > 0
+            and iteration % self.cmi_every == 0
+            and (step == 0 or self.method.cmi_every_step)
+        )
 
     def _step(self, iteration: int) -> dict:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
         proxy = None
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
-            losses["loss/distill"] += _finite(loss.item(), iteration, "the distillation loss",
-                                              self._rates)
+            losses["loss/distill"] += _finite(
+                loss.item(), iteration, "the distillation loss", self._rates
+            )
             if self._cmi_due(k, iteration):
                 if proxy is None or self.method.new_proxy_every_step:
                     proxy = self.cmi.draw()
@@ -97,8 +131,10 @@ class Distillation:
             total.backward()
             self.optimizer.step()
             if not self.synthetic.is_finite():
-                raise NonFiniteError(f"iteration {iteration + 1}: the synthetic set became NaN or "
-                                     f"infinite after the update (lower {self._rates})")
+                raise NonFiniteError(
+                    f"iteration {iteration + 1}: the synthetic set became NaN or "
+                    f"infinite after the update (lower {self._rates})"
+                )
         losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
         if self.synthetic.lr is not None:
             losses["synthetic/lr"] = self.synthetic.learned_lr
@@ -106,11 +142,18 @@ class Distillation:
 
     def state(self, done: int, seconds: float) -> dict:
         """Everything needed to continue after ``done`` iterations exactly as without a stop."""
-        return {"iteration": done, "seconds": seconds, "results": self.results,
-                "config": self.results["config"], "synthetic": self.synthetic.state(),
-                "optimizer": self.optimizer.state_dict(), "method": self.method.state_dict(),
-                "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
-                "rng": global_rng_state(), "logger_run_id": self.logger.run_id}
+        return {
+            "iteration": done,
+            "seconds": seconds,
+            "results": self.results,
+            "config": self.results["config"],
+            "synthetic": self.synthetic.state(),
+            "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(),
+            "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
+            "rng": global_rng_state(),
+            "logger_run_id": self.logger.run_id,
+        }
 
     def restore(self, state: dict) -> tuple:
         self.synthetic.restore(state["synthetic"])
@@ -120,8 +163,12 @@ class Distillation:
             self.cmi.generator.set_state(state["proxy_generator"])
         set_global_rng_state(state["rng"])
         # A resumed run may go on for longer than the first: the config is today's.
-        self.results = {**state["results"], "status": "running", "iterations": self.iterations,
-                        "config": self.results["config"]}
+        self.results = {
+            **state["results"],
+            "status": "running",
+            "iterations": self.iterations,
+            "config": self.results["config"],
+        }
         log.info("resumed from the checkpoint after %d iterations", state["iteration"])
         return state["iteration"], state["seconds"]
 
@@ -132,13 +179,20 @@ class Distillation:
         if self.checkpointer.requested and not final:
             self.results["status"] = f"preempted after {done} iterations"
             write_json(self.out_dir / "results.json", self.results)
-            raise Preempted(f"stopped on a signal after {done} iterations; the checkpoint is "
-                            "saved: run the same command to resume")
+            raise Preempted(
+                f"stopped on a signal after {done} iterations; the checkpoint is "
+                "saved: run the same command to resume"
+            )
 
     def _log_progress(self, progress: Progress, losses: dict) -> None:
         if (self.done - 1) % self.log_every == 0 or self.done == self.iterations:
-            progress.log(log, self.done, "iteration %d: %s", self.done,
-                         ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()))
+            progress.log(
+                log,
+                self.done,
+                "iteration %d: %s",
+                self.done,
+                ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()),
+            )
 
     def run(self, state: dict = None) -> dict:
         """Distill from scratch, or from a checkpoint's ``state`` (a finished run's too, to
@@ -161,8 +215,9 @@ class Distillation:
                 losses = self._step(iteration)
             except NonFiniteError as error:
                 self.synthetic.restore(before)  # the last finite set is what gets saved
-                raise NonFiniteError(f"{error}; synthetic.pt keeps the last finite set, after "
-                                     f"{self.done} iterations") from None
+                raise NonFiniteError(
+                    f"{error}; synthetic.pt keeps the last finite set, after {self.done} iterations"
+                ) from None
             seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
             self.done = iteration + 1

@@ -6,6 +6,7 @@ summation order (tested). What changes is that every step is one batched kernel 
 networks instead of one per network, which pays off on a GPU and costs on a small CPU
 (measurements in the README).
 """
+
 import copy
 
 import torch
@@ -24,6 +25,7 @@ class Ensemble:
 
         def one(params, buffers, x):
             return functional_call(self.template, (params, buffers), (x,))
+
         self._forward = torch.vmap(one, in_dims=(0, 0, 0))
         self._shared_forward = torch.vmap(one, in_dims=(0, 0, None))
 
@@ -45,9 +47,20 @@ class Ensemble:
         return nets
 
 
-def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epochs: int, lr: float,
-                   momentum: float, weight_decay: float, batch_size: int, generators: list,
-                   augment=None, schedule=None, on_epoch=None) -> Ensemble:
+def train_ensemble(
+    nets: list,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    generators: list,
+    augment=None,
+    schedule=None,
+    on_epoch=None,
+) -> Ensemble:
     """``train_classifier``'s protocol for all ``nets`` at once; network k draws its batch order
     and augmentation from ``generators[k]`` exactly as it would alone."""
     ensemble = Ensemble(nets).train()
@@ -63,13 +76,16 @@ def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epoch
             optimizer = schedule.step(epoch, optimizer, sgd)
         orders = [torch.randperm(len(images), generator=g).to(images.device) for g in generators]
         for start in range(0, len(images), batch_size):
-            index = torch.stack([order[start:start + batch_size] for order in orders])
+            index = torch.stack([order[start : start + batch_size] for order in orders])
             x = images[index]
             if augment is not None:
-                x = torch.stack([augment(batch, g) for batch, g in zip(x, generators)])
+                x = torch.stack([augment(batch, g) for batch, g in zip(x, generators, strict=True)])
             logits = ensemble(x)
             # Sum over networks of each network's mean loss: every network gets its own gradient.
-            loss = F.cross_entropy(logits.flatten(0, 1), labels[index].flatten(), reduction="none")
+            # labels: classes [N] or soft targets [N, classes]
+            loss = F.cross_entropy(
+                logits.flatten(0, 1), labels[index].flatten(0, 1), reduction="none"
+            )
             loss = loss.view(len(nets), -1).mean(1).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -80,13 +96,13 @@ def train_ensemble(nets: list, images: torch.Tensor, labels: torch.Tensor, epoch
 
 
 @torch.no_grad()
-def ensemble_accuracy(ensemble: Ensemble, images: torch.Tensor, labels: torch.Tensor,
-                      batch_size: int = 1024) -> list:
+def ensemble_accuracy(
+    ensemble: Ensemble, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+) -> list:
     """Test accuracy of each network of ``ensemble``."""
     ensemble.train(False)
     correct = torch.zeros(ensemble.size, dtype=torch.long, device=images.device)
     for i in range(0, len(images), batch_size):
-        logits = ensemble(images[i:i + batch_size], shared=True)
-        correct += (logits.argmax(-1) == labels[i:i + batch_size]).sum(1)
+        logits = ensemble(images[i : i + batch_size], shared=True)
+        correct += (logits.argmax(-1) == labels[i : i + batch_size]).sum(1)
     return [count / len(images) for count in correct.tolist()]
-

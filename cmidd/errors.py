@@ -1,4 +1,5 @@
 """Errors that are the user's to fix: reported as one line, without a traceback."""
+
 import pickle
 import re
 
@@ -23,7 +24,9 @@ def describe(error: BaseException) -> str:
     if isinstance(error, pickle.UnpicklingError) and "weights_only" in text.lower():
         found = _GLOBAL.search(text)
         what = f" ({found.group(1)})" if found else ""
-        return (f"it holds objects other than tensors and plain containers{what}, which were "
-                "refused without being run")
+        return (
+            f"it holds objects other than tensors and plain containers{what}, which were "
+            "refused without being run"
+        )
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{type(error).__name__}: {first}" if first else type(error).__name__

@@ -3,6 +3,7 @@
 One class serves the protocols of the references, chosen by ``eval=...`` (conf/eval/): the
 DM/DSA papers' (``default``), DC's (``dc``) and IDC's (``idc``) differ only in settings.
 """
+
 import logging
 import statistics
 
@@ -30,14 +31,29 @@ class Evaluator:
     floating-point order. ``auto`` vectorizes on CUDA only, where it measured faster (README).
     """
 
-    def __init__(self, nets: dict, models: int, epochs: int, lr: float, momentum: float,
-                 weight_decay: float, batch_size: int, lr_milestones=(), lr_gamma: float = 0.1,
-                 restart_momentum: bool = True, augment=None, cutmix: float = 0.0,
-                 every: int = 0, vectorize="auto"):
+    def __init__(
+        self,
+        nets: dict,
+        models: int,
+        epochs: int,
+        lr: float,
+        momentum: float,
+        weight_decay: float,
+        batch_size: int,
+        lr_milestones=(),
+        lr_gamma: float = 0.1,
+        restart_momentum: bool = True,
+        augment=None,
+        cutmix: float = 0.0,
+        every: int = 0,
+        vectorize="auto",
+    ):
         if vectorize not in VECTORIZE:
             raise ValueError(f"eval.vectorize={vectorize!r} is not one of auto, true, false")
         self.nets, self.models, self.epochs = dict(nets), models, epochs
-        self.hyper = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size)
+        self.hyper = dict(
+            lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size
+        )
         self.schedule = StepSchedule(lr_milestones, lr_gamma, restart_momentum)
         self.augment, self.cutmix, self.every, self.vectorize = augment, cutmix, every, vectorize
 
@@ -52,8 +68,15 @@ class Evaluator:
             return device.type == "cuda" and self.models > 1
         return self.vectorize
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, real, seed: int,
-                 stream: str = "eval", lr: float = None) -> dict:
+    def __call__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        real,
+        seed: int,
+        stream: str = "eval",
+        lr: float = None,
+    ) -> dict:
         """Each network's initialization, batch order and augmentation come from its own stream
         (``stream``/arch/k of ``seed``), so results do not depend on what ran before, nor on
         whether the networks are trained together. ``lr`` replaces ``eval.lr`` for a set that
@@ -64,26 +87,44 @@ class Evaluator:
         progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
         for a, (arch, make_net) in enumerate(self.nets.items()):
             names = [f"{stream}/{arch}/{k}" for k in range(self.models)]
-            nets = [build_seeded(make_net, seed, name, in_channels=c, num_classes=real.num_classes,
-                                 image_size=h).to(images.device) for name in names]
+            nets = [
+                build_seeded(
+                    make_net, seed, name, in_channels=c, num_classes=real.num_classes, image_size=h
+                ).to(images.device)
+                for name in names
+            ]
             generators = [generator(seed, name) for name in names]
             hyper = self.hyper if lr is None else {**self.hyper, "lr": lr}
-            train = dict(epochs=self.epochs, augment=self.augment, schedule=self.schedule,
-                         **hyper)
+            train = dict(epochs=self.epochs, augment=self.augment, schedule=self.schedule, **hyper)
             if self.vectorized(images.device):
-                ensemble = train_ensemble(nets, images, labels, generators=generators, **train,
-                                          on_epoch=epoch_logger(log, f"evaluating {arch}",
-                                                                self.epochs, every=60.0))
+                ensemble = train_ensemble(
+                    nets,
+                    images,
+                    labels,
+                    generators=generators,
+                    **train,
+                    on_epoch=epoch_logger(log, f"evaluating {arch}", self.epochs, every=60.0),
+                )
                 runs = ensemble_accuracy(ensemble, real.test_images, real.test_labels)
                 progress.log(log, (a + 1) * self.models, "evaluated %s", arch)
             else:
                 runs = []
-                for k, (net, g) in enumerate(zip(nets, generators)):
+                for k, (net, g) in enumerate(zip(nets, generators, strict=True)):
                     report = epoch_logger(log, f"evaluating {arch} {k}", self.epochs, every=60.0)
-                    train_classifier(net, images, labels, generator=g, on_epoch=report,
-                                     cutmix=self.cutmix, **train)
+                    train_classifier(
+                        net,
+                        images,
+                        labels,
+                        generator=g,
+                        on_epoch=report,
+                        cutmix=self.cutmix,
+                        **train,
+                    )
                     runs.append(accuracy(net, real.test_images, real.test_labels))
                     progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
-            results[arch] = {"mean": statistics.fmean(runs),
-                             "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0, "runs": runs}
+            results[arch] = {
+                "mean": statistics.fmean(runs),
+                "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
+                "runs": runs,
+            }
         return results

@@ -1,5 +1,6 @@
 """Experiment loggers. A logger failure never fails the run: it is reported once and logging
 stops, while results are still written to the run directory."""
+
 import logging
 import os
 from pathlib import Path
@@ -59,8 +60,13 @@ def run_labels(cfg) -> dict:
     except ValueError:  # composed outside a Hydra app
         pass
     cmi = cfg.cmi.space if float(cfg.cmi.weight) > 0 else "none"
-    tags = [f"method:{cfg.method.name}", f"dataset:{cfg.dataset.name}", f"ipc:{cfg.ipc}",
-            f"cmi:{cmi}", f"proxy:{cfg.proxy.name}"] + ([f"study:{cfg.study}"] if cfg.study else [])
+    tags = [
+        f"method:{cfg.method.name}",
+        f"dataset:{cfg.dataset.name}",
+        f"ipc:{cfg.ipc}",
+        f"cmi:{cmi}",
+        f"proxy:{cfg.proxy.name}",
+    ] + ([f"study:{cfg.study}"] if cfg.study else [])
     return {"group": group, "tags": tags}
 
 
@@ -68,9 +74,19 @@ class WandbLogger(NullLogger):
     """Weights & Biases, offline unless the user has configured W&B for online use. ``group``
     and ``tags`` are added to those the run derives from its config (``run_labels``)."""
 
-    def __init__(self, config: dict, out_dir: Path, labels: dict, run_id: str = None,
-                 project: str = "cmidd", entity: str = None, mode: str = "auto", group: str = None,
-                 tags: list = (), name: str = None):
+    def __init__(
+        self,
+        config: dict,
+        out_dir: Path,
+        labels: dict,
+        run_id: str = None,
+        project: str = "cmidd",
+        entity: str = None,
+        mode: str = "auto",
+        group: str = None,
+        tags: list = (),
+        name: str = None,
+    ):
         self.run = None
         group = group or labels["group"]
         tags = [*labels["tags"], *tags]
@@ -78,10 +94,19 @@ class WandbLogger(NullLogger):
             import wandb
 
             self.wandb = wandb
-            self.run = wandb.init(project=project, entity=entity, mode=_wandb_mode(mode), group=group,
-                                  tags=list(tags), name=name, config=config, dir=str(out_dir),
-                                  id=run_id, resume="allow" if run_id else None,
-                                  settings=wandb.Settings(console="off"))
+            self.run = wandb.init(
+                project=project,
+                entity=entity,
+                mode=_wandb_mode(mode),
+                group=group,
+                tags=list(tags),
+                name=name,
+                config=config,
+                dir=str(out_dir),
+                id=run_id,
+                resume="allow" if run_id else None,
+                settings=wandb.Settings(console="off"),
+            )
             self.run_id = self.run.id
         except Exception as error:  # noqa: BLE001 -- logging must never fail the run
             self._disable(error)
@@ -109,12 +134,24 @@ class WandbLogger(NullLogger):
 
     def curve(self, points: list) -> None:
         """The accuracy curve as a W&B line plot (one line per architecture)."""
+
         def plot():
             archs = [k for k in points[0] if k != "iteration"]
-            table = self.wandb.Table(columns=["iteration", "arch", "accuracy"],
-                                     data=[[p["iteration"], a, p[a]] for p in points for a in archs])
-            self.run.log({"accuracy_curve": self.wandb.plot.line(
-                table, "iteration", "accuracy", stroke="arch", title="Accuracy during distillation")})
+            table = self.wandb.Table(
+                columns=["iteration", "arch", "accuracy"],
+                data=[[p["iteration"], a, p[a]] for p in points for a in archs],
+            )
+            self.run.log(
+                {
+                    "accuracy_curve": self.wandb.plot.line(
+                        table,
+                        "iteration",
+                        "accuracy",
+                        stroke="arch",
+                        title="Accuracy during distillation",
+                    )
+                }
+            )
 
         if points:
             self._safely(plot)

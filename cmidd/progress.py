@@ -1,5 +1,6 @@
 """Progress of long loops (distillation, network training, evaluation) for the log: rate and
 time left, in plain log lines so that Hydra's job logs and sweeps keep them."""
+
 import logging
 import time
 
@@ -19,8 +20,9 @@ class Progress:
     counts wall-clock time since then, everything included (e.g. evaluations between
     iterations), so that the time left is what a user waits for."""
 
-    def __init__(self, total: int, done: int = 0, unit: str = "it", every: float = 0.0,
-                 clock=time.monotonic):
+    def __init__(
+        self, total: int, done: int = 0, unit: str = "it", every: float = 0.0, clock=time.monotonic
+    ):
         self.total, self.first, self.unit, self.every, self.clock = total, done, unit, every, clock
         self.start = self.last = clock()
 

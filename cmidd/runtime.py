@@ -1,4 +1,5 @@
 """Device, seeding and named random generators: resolved once per run and passed down."""
+
 import hashlib
 import random
 

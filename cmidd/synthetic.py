@@ -1,4 +1,5 @@
 """The synthetic set: learnable images with fixed labels, saved as ``synthetic.pt``."""
+
 import hashlib
 import logging
 import os
@@ -15,10 +16,12 @@ log = logging.getLogger(__name__)
 
 
 def checksum(state: dict) -> str:
-    """sha256 of a saved set's tensors (images, labels) and learned lr: what a result is."""
+    """sha256 of a saved set's tensors (images, labels, soft targets if any) and learned lr:
+    what a result is."""
     digest = hashlib.sha256()
-    for key in ("images", "labels"):
-        digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    for key in ("images", "labels", "targets"):
+        if state.get(key) is not None:
+            digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
     digest.update(repr(state.get("lr")).encode())
     return digest.hexdigest()
 
@@ -31,10 +34,12 @@ def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple:
         return images, labels
     n, c, h, w = images.shape
     ph, pw = h // factor, w // factor
-    patches = images[..., :ph * factor, :pw * factor].unfold(2, ph, ph).unfold(3, pw, pw)
-    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * factor ** 2, c, ph, pw)
-    return (F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False),
-            labels.repeat_interleave(factor ** 2))
+    patches = images[..., : ph * factor, : pw * factor].unfold(2, ph, ph).unfold(3, pw, pw)
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(n * factor**2, c, ph, pw)
+    return (
+        F.interpolate(patches, size=(h, w), mode="bilinear", align_corners=False),
+        labels.repeat_interleave(factor**2),
+    )
 
 
 def encode(images: torch.Tensor, factor: int) -> torch.Tensor:
@@ -43,25 +48,41 @@ def encode(images: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return images
     m, c, h, w = images.shape
-    small = F.interpolate(images, size=(h // factor, w // factor), mode="bilinear",
-                          align_corners=False)
-    grid = small.reshape(m // factor ** 2, factor, factor, c, h // factor, w // factor)
-    return grid.permute(0, 3, 1, 4, 2, 5).reshape(m // factor ** 2, c, h, w)
+    small = F.interpolate(
+        images, size=(h // factor, w // factor), mode="bilinear", align_corners=False
+    )
+    grid = small.reshape(m // factor**2, factor, factor, c, h // factor, w // factor)
+    return grid.permute(0, 3, 1, 4, 2, 5).reshape(m // factor**2, c, h, w)
 
 
 class SyntheticSet(nn.Module):
-    """``images`` [N, C, H, W] live in the dataset's normalized (or whitened) space; ``factor`` > 1
-    marks a multi-formulation set (IDC/IDM), whose stored images each decode into factor^2
-    images; ``lr``, if given, is a learnable training learning rate distilled with the images
-    (MTT), with which the set is evaluated."""
+    """``images`` [N, C, H, W] live in the dataset's normalized (or whitened) space; ``labels``
+    [N] are their classes (what matching, CMI and the grid group by); ``targets``, if given, are
+    soft labels [N, classes] (a distribution per image) that evaluation trains on instead of the
+    hard labels. ``factor`` > 1 marks a multi-formulation set (IDC/IDM), whose stored images
+    each decode into factor^2 images; ``lr``, if given, is a learnable training learning rate
+    distilled with the images (MTT), with which the set is evaluated."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, factor: int = 1,
-                 lr: float = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        mean,
+        std,
+        factor: int = 1,
+        lr: float = None,
+        targets: torch.Tensor = None,
+    ):
         super().__init__()
         self.images = nn.Parameter(images.detach().clone())
         self.register_buffer("labels", labels.detach().clone().long())
-        self.register_parameter("lr", None if lr is None else nn.Parameter(
-            torch.tensor(float(lr), device=images.device)))
+        self.register_buffer(
+            "targets", None if targets is None else targets.detach().clone().float()
+        )
+        self.register_parameter(
+            "lr",
+            None if lr is None else nn.Parameter(torch.tensor(float(lr), device=images.device)),
+        )
         self.mean, self.std, self.factor = tuple(mean), tuple(std), int(factor)
         self.whitening = None  # the data's ZCA, if whitened: images are shown through its inverse
 
@@ -71,15 +92,26 @@ class SyntheticSet(nn.Module):
         return None if self.lr is None else self.lr.detach().item()
 
     @classmethod
-    def from_real(cls, real, ipc: int, generator: torch.Generator, init: str = "real",
-                  factor: int = 1, lr: float = None):
+    def from_real(
+        cls,
+        real,
+        ipc: int,
+        generator: torch.Generator,
+        init: str = "real",
+        factor: int = 1,
+        lr: float = None,
+    ):
         """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
         downsampled and tiled, per stored image) or Gaussian noise."""
         if init not in ("real", "noise"):
             raise ValueError(f"method.init={init!r} is not one of real, noise")
         if init == "real":
-            images = torch.cat([encode(real.sample(c, ipc * factor ** 2, generator), factor)
-                                for c in range(real.num_classes)])
+            images = torch.cat(
+                [
+                    encode(real.sample(c, ipc * factor**2, generator), factor)
+                    for c in range(real.num_classes)
+                ]
+            )
         else:
             images = torch.randn(real.num_classes * ipc, *real.shape, generator=generator)
         labels = torch.arange(real.num_classes).repeat_interleave(ipc)
@@ -93,6 +125,14 @@ class SyntheticSet(nn.Module):
         factor^2 decoded images per stored image."""
         return decode(self.images, self.labels, self.factor)
 
+    def train_set(self) -> tuple:
+        """What evaluation trains on: the decoded images and their targets, the soft labels if
+        the set has them, else the hard labels."""
+        images, labels = self.decoded()
+        if self.targets is None:
+            return images, labels
+        return images, self.targets.repeat_interleave(self.factor**2, dim=0)
+
     def by_class(self, label: int) -> torch.Tensor:
         return self.images[self.labels == label]
 
@@ -103,9 +143,15 @@ class SyntheticSet(nn.Module):
         return denormalize(images, self.mean, self.std).clamp(0, 1)
 
     def state(self) -> dict:
-        return {"images": self.images.detach().cpu(), "labels": self.labels.cpu(),
-                "mean": list(self.mean), "std": list(self.std), "factor": self.factor,
-                "lr": self.learned_lr}
+        return {
+            "images": self.images.detach().cpu(),
+            "labels": self.labels.cpu(),
+            "targets": None if self.targets is None else self.targets.cpu(),
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "factor": self.factor,
+            "lr": self.learned_lr,
+        }
 
     def snapshot(self) -> dict:
         """A copy of the learnable values, to go back to with ``restore``."""
@@ -118,7 +164,8 @@ class SyntheticSet(nn.Module):
                 self.lr.fill_(snapshot["lr"])
 
     def is_finite(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.parameters())
+        values = [*self.parameters()] + ([] if self.targets is None else [self.targets])
+        return all(bool(torch.isfinite(v).all()) for v in values)
 
     def save(self, path: Path, **meta) -> None:
         """``meta`` (iteration, seed, dataset...) is stored beside the tensors, with their
@@ -143,19 +190,30 @@ class SyntheticSet(nn.Module):
         """The set and the metadata saved with it; a ``UserError`` if the file is unreadable."""
         try:
             state = torch.load(path, map_location=device, weights_only=True)
-            synthetic = cls(state["images"], state["labels"], state["mean"], state["std"],
-                            state.get("factor", 1), state.get("lr"))
+            synthetic = cls(
+                state["images"],
+                state["labels"],
+                state["mean"],
+                state["std"],
+                state.get("factor", 1),
+                state.get("lr"),
+                state.get("targets"),
+            )
         except Exception as error:  # noqa: BLE001 -- missing, truncated, corrupt or foreign
-            raise UserError(f"synthetic={path} cannot be read as a synthetic set: "
-                            f"{describe(error)}") from None
+            raise UserError(
+                f"synthetic={path} cannot be read as a synthetic set: {describe(error)}"
+            ) from None
         if "sha256" not in state:
-            log.warning("synthetic=%s has no checksum (saved by an older cmidd): not verified",
-                        path)
+            log.warning(
+                "synthetic=%s has no checksum (saved by an older cmidd): not verified", path
+            )
         elif checksum(state) != state["sha256"]:
-            raise UserError(f"synthetic={path} is corrupt: its images do not match the checksum "
-                            "saved with them")
+            raise UserError(
+                f"synthetic={path} is corrupt: its images do not match the checksum saved with them"
+            )
         if not synthetic.is_finite():
             raise UserError(f"synthetic={path} holds NaN or infinite values: it is not a result")
-        synthetic.meta = {k: v for k, v in state.items()
-                          if k not in synthetic.state() and k != "sha256"}
+        synthetic.meta = {
+            k: v for k, v in state.items() if k not in synthetic.state() and k != "sha256"
+        }
         return synthetic

@@ -1,111 +1,53 @@
 """The launcher's tasks (``task=distill|evaluate|pretrain|buffer``): build components from config
 and run."""
-import logging
-import warnings
-from pathlib import Path
-from types import SimpleNamespace
 
-from hydra.errors import InstantiationException
+import logging
+from pathlib import Path
+
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from . import caches
+from . import pretrained
 from .checkpoint import Checkpointer
-from .cmi import CMITerm
+from .components import components, load_real
 from .distill import Distillation, write_json
 from .errors import UserError
 from .loggers import run_labels
-from .runtime import generator, resolve_device, seed_everything
-from .store import StoreError
+from .runtime import resolve_device
 from .synthetic import SyntheticSet
-from .validate import (check_config, check_data, check_data_source, check_device,
-                       check_synthetic, check_zca)
-from .whitening import whiten
+from .validate import check_data_source, check_device, check_synthetic
 
 log = logging.getLogger(__name__)
 
 
-def load_real(cfg: DictConfig, device):
-    log.info("loading dataset %s", cfg.dataset.name)
-    try:
-        real = instantiate(cfg.dataset.loader, device=device)
-    except InstantiationException as error:
-        cause = error.__cause__ or error
-        raise UserError(f"dataset={cfg.dataset.name} could not be loaded: {cause} "
-                        f"(data_root={cfg.data_root}, download={cfg.download})") from error
-    check_zca(cfg)
-    if cfg.zca.enabled:
-        log.info("ZCA-whitening the data (eps %g)", cfg.zca.eps)
-        real = whiten(real, cfg.zca.eps)
-    return real
-
-
-def _keep_baseline(cfg: DictConfig) -> None:
-    """A weight given for the CMI runs of a sweep (cmi=none,feature cmi.weight=100) must not turn
-    the baseline into a CMI run; the recorded config then says what ran."""
-    if cfg.cmi.name == "none" and cfg.cmi.get("weight") != 0:
-        log.warning("cmi=none: ignoring cmi.weight=%s (the baseline runs without CMI)",
-                    cfg.cmi.get("weight"))
-        cfg.cmi.weight = 0.0
-
-
-def _cmi_term(cfg: DictConfig, real, device, weight: float, method):
-    """The CMI term of the run; without a pool (and weight 0) CMI is simply not measured."""
-    if weight > 0 and cfg.ipc == 1 and not method.multi_formulation:
-        warnings.warn(f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
-                      "one image, so it is its own centroid and the CMI term is identically 0")
-    try:
-        pool = caches.proxy_pool(cfg, real, device)
-    except StoreError:
-        if weight > 0:
-            raise
-        log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
-        return None
-    return CMITerm(pool, cfg.cmi.space, generator(cfg.seed, "proxy"), cfg.cmi.per_class)
-
-
-def components(cfg: DictConfig, real=None) -> SimpleNamespace:
-    """What a distillation run is made of, built from config: the real data, the method, the CMI
-    term, the synthetic set and its optimizer (also used by benchmarks/run.py)."""
-    _keep_baseline(cfg)
-    check_config(cfg, strict=False)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
-    real = load_real(cfg, device) if real is None else real
-    check_data(cfg, real)
-    check_config(cfg)  # the table lookups left for after the data
-    weight = float(cfg.cmi.weight)
-    extra = {}
-    if cfg.method.get("uses_experts"):  # trajectory matching also gets the experts' trajectories
-        extra["trajectories"] = caches.trajectories(cfg, real, device)
-    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **extra)
-    cmi = _cmi_term(cfg, real, device, weight, method)
-    learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
-    synthetic = SyntheticSet.from_real(real, cfg.ipc, generator(cfg.seed, "init"), cfg.method.init,
-                                       cfg.method.get("factor", 1),
-                                       None if learn_lr is None else learn_lr.init)
-    groups = [{"params": [synthetic.images]}]
-    if learn_lr is not None:
-        groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
-    optimizer = instantiate(cfg.method.optimizer)(groups)
-    return SimpleNamespace(device=device, real=real, weight=weight, method=method, cmi=cmi,
-                           synthetic=synthetic, optimizer=optimizer)
-
-
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
     parts = components(cfg)
-    real, weight, method, cmi = parts.real, parts.weight, parts.method, parts.cmi
-    synthetic, optimizer = parts.synthetic, parts.optimizer
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
     state = checkpointer.load(config)
-    logger = instantiate(cfg.logger)(config=config, out_dir=out_dir, labels=run_labels(cfg),
-                                     run_id=state and state["logger_run_id"])
-    run = Distillation(synthetic, method, optimizer, cfg.iterations, instantiate(cfg.eval), real,
-                       cfg.seed, out_dir, logger, cmi=cmi, weight=weight, cmi_every=cfg.cmi.every, log_every=cfg.log_every,
-                       config=config, checkpointer=checkpointer)
+    logger = instantiate(cfg.logger)(
+        config=config,
+        out_dir=out_dir,
+        labels=run_labels(cfg),
+        run_id=state and state["logger_run_id"],
+    )
+    run = Distillation(
+        parts.synthetic,
+        parts.method,
+        parts.optimizer,
+        cfg.iterations,
+        instantiate(cfg.eval),
+        parts.real,
+        cfg.seed,
+        out_dir,
+        logger,
+        cmi=parts.cmi,
+        log_every=cfg.log_every,
+        config=config,
+        checkpointer=checkpointer,
+    )
     checkpointer.install_signal_handlers()
     try:
         results = run.run(state)
@@ -123,15 +65,27 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
 
 def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
     logger.curve(results["accuracy_curve"])
-    summary = {"cmi/start": results["cmi"]["start"], "cmi/end": results["cmi"]["end"],
-               "seconds_per_iteration": results["seconds_per_iteration"]}
+    summary = {
+        "cmi/start": results["cmi"]["start"],
+        "cmi/end": results["cmi"]["end"],
+        "seconds_per_iteration": results["seconds_per_iteration"],
+    }
     for arch, r in results["accuracy"].items():
         summary |= {f"accuracy/{arch}": r["mean"], f"accuracy/{arch}_std": r["std"]}
     logger.summary(summary)
     name = f"synthetic-{cfg.method.name}-{cfg.dataset.name}-ipc{cfg.ipc}"
-    logger.artifact(out_dir / "synthetic.pt", name, "dataset",
-                    {"method": cfg.method.name, "dataset": cfg.dataset.name, "ipc": cfg.ipc,
-                     "cmi_weight": float(cfg.cmi.weight), "seed": cfg.seed})
+    logger.artifact(
+        out_dir / "synthetic.pt",
+        name,
+        "dataset",
+        {
+            "method": cfg.method.name,
+            "dataset": cfg.dataset.name,
+            "ipc": cfg.ipc,
+            "cmi_weight": float(cfg.cmi.weight),
+            "seed": cfg.seed,
+        },
+    )
 
 
 def _recorded(cfg: DictConfig) -> dict:
@@ -154,43 +108,37 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     synthetic = SyntheticSet.load(Path(cfg.synthetic).expanduser(), device)
     real = load_real(cfg, device)
     check_synthetic(cfg.synthetic, synthetic, real)
-    images, labels = synthetic.decoded()
+    images, labels = synthetic.train_set()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
-    accuracy = instantiate(cfg.eval)(images, labels, real, cfg.seed, stream=stream,
-                                     lr=synthetic.learned_lr)
-    results = {"accuracy": accuracy, "synthetic": str(cfg.synthetic), "status": "finished",
-               "config": _recorded(cfg)}
+    accuracy = instantiate(cfg.eval)(
+        images, labels, real, cfg.seed, stream=stream, lr=synthetic.learned_lr
+    )
+    results = {
+        "accuracy": accuracy,
+        "synthetic": str(cfg.synthetic),
+        "status": "finished",
+        "config": _recorded(cfg),
+    }
     write_json(out_dir / "results.json", results)
     for arch, r in accuracy.items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
     return results
 
 
-def _cache_task(cfg: DictConfig):
+def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:
+    """Build (or grow) the cache of one kind of pre-trained network (``task=pretrain``: the proxy
+    pool of ``proxy=...``; ``task=buffer``: the expert trajectories of ``expert=...``)."""
     check_device(cfg.device)
     check_data_source(cfg)
     device = resolve_device(cfg.device)
-    return load_real(cfg, device), device
-
-
-def pretrain(cfg: DictConfig, out_dir: Path) -> dict:
-    """Build (or grow) the proxy pool of ``proxy=...`` for the data."""
-    real, device = _cache_task(cfg)
-    metas = caches.build_proxies(cfg, real, device)
-    summary = {"pool": str(caches.location(cfg, real, "proxy")),
-               "test_accuracy": [m["test_accuracy"] for m in metas]}
-    write_json(out_dir / "pool.json", summary)
-    log.info("proxy pool ready in %s", summary["pool"])
-    return summary
-
-
-def buffer(cfg: DictConfig, out_dir: Path) -> dict:
-    """Train (or add to) the expert trajectories of ``expert=...`` for trajectory matching."""
-    real, device = _cache_task(cfg)
-    metas = caches.build_expert_buffer(cfg, real, device)
-    summary = {"buffer": str(caches.location(cfg, real, "expert")),
-               "epochs": cfg.expert.recipe.epochs,
-               "test_accuracy": [m["test_accuracy"] for m in metas]}
-    write_json(out_dir / "buffer.json", summary)
-    log.info("expert buffer ready in %s", summary["buffer"])
+    real = load_real(cfg, device)
+    metas = pretrained.build(kind, cfg, real, device)
+    summary = {
+        "kind": kind,
+        "directory": str(pretrained.location(kind, cfg, real)),
+        "items": len(metas),
+        "test_accuracy": [m["test_accuracy"] for m in metas],
+    }
+    write_json(out_dir / "pretrained.json", summary)
+    log.info("%s ready in %s", pretrained.kind(kind).what, summary["directory"])
     return summary

@@ -1,4 +1,5 @@
 """Training and testing a classifier on tensors that already sit on the device."""
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -21,7 +22,9 @@ def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Te
     mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
     kept = 1 - (bottom - top) * (right - left) / (h * w)
     logits = net(mixed)
-    return kept * F.cross_entropy(logits, labels) + (1 - kept) * F.cross_entropy(logits, labels[perm])
+    return kept * F.cross_entropy(logits, labels) + (1 - kept) * F.cross_entropy(
+        logits, labels[perm]
+    )
 
 
 class StepSchedule:
@@ -45,10 +48,21 @@ class StepSchedule:
         return optimizer
 
 
-def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, epochs: int,
-                     lr: float, momentum: float, weight_decay: float, batch_size: int,
-                     generator: torch.Generator, augment=None, schedule: StepSchedule = None,
-                     cutmix: float = 0.0, on_epoch=None) -> nn.Module:
+def train_classifier(
+    net: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    generator: torch.Generator,
+    augment=None,
+    schedule: StepSchedule = None,
+    cutmix: float = 0.0,
+    on_epoch=None,
+) -> nn.Module:
     """SGD with cross-entropy (with CutMix at probability ``cutmix``), the learning rate
     following ``schedule`` (constant without one).
 
@@ -56,8 +70,11 @@ def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     (a DSA) is applied to each batch with draws from the same generator. ``on_epoch(epoch)`` is
     called after each epoch (MTT's experts record their parameters there).
     """
+
     def sgd(rate):
-        return torch.optim.SGD(net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            net.parameters(), lr=rate, momentum=momentum, weight_decay=weight_decay
+        )
 
     optimizer = sgd(lr)
     net.train()
@@ -66,7 +83,7 @@ def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
             optimizer = schedule.step(epoch, optimizer, sgd)
         order = torch.randperm(len(images), generator=generator).to(images.device)
         for start in range(0, len(images), batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             x = images[index]
             if augment is not None:
                 x = augment(x, generator)
@@ -83,10 +100,14 @@ def train_classifier(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.no_grad()
-def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024) -> float:
+def accuracy(
+    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
+) -> float:
     was_training = net.training
     net.eval()
-    correct = sum((net(images[i:i + batch_size]).argmax(1) == labels[i:i + batch_size]).sum().item()
-                  for i in range(0, len(images), batch_size))
+    correct = sum(
+        (net(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
+        for i in range(0, len(images), batch_size)
+    )
     net.train(was_training)
     return correct / len(images)

@@ -1,5 +1,6 @@
 """Checks of the composed config that run before any expensive work. Each failure is a
 ``UserError`` naming the key, its value and what would be valid."""
+
 import math
 import re
 from pathlib import Path
@@ -20,13 +21,15 @@ def _value(cfg: DictConfig, key: str, strict: bool = True):
     try:
         return OmegaConf.select(cfg, key, throw_on_missing=True)
     except MissingMandatoryValue:
-        raise UserError(f"{key}=??? is not set and has no default: add {key}=<value> to the "
-                        "command") from None
+        raise UserError(
+            f"{key}=??? is not set and has no default: add {key}=<value> to the command"
+        ) from None
     except InterpolationResolutionError as error:
         if not strict:
             return UNRESOLVED
-        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "",
-                        str(error).splitlines()[0])
+        reason = re.sub(
+            r"^\w+ raised while resolving interpolation: ", "", str(error).splitlines()[0]
+        )
         raise UserError(f"{key} cannot be resolved: {reason}") from None
 
 
@@ -35,8 +38,12 @@ def _number(cfg: DictConfig, key: str, minimum: float, integer: bool, strict: bo
     if value is UNRESOLVED:
         return value
     kind = int if integer else (int, float)
-    if (isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value)
-            or value < minimum):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
         what = "an integer" if integer else "a finite number"
         raise UserError(f"{key}={value} is invalid: it must be {what} >= {minimum}")
     return value
@@ -92,7 +99,7 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _choice(cfg, "cmi.space", SPACES)
     _choice(cfg, "eval.vectorize", ("auto", True, False))
     check_zca(cfg, strict)
-    if cfg.method.get("uses_experts"):
+    if "expert" in cfg.method.get("needs", []):
         check_trajectory_matching(cfg, strict)
     check_device(cfg.device)
     check_data_source(cfg)
@@ -102,8 +109,10 @@ def check_zca(cfg: DictConfig, strict: bool = True) -> None:
     _choice(cfg, "zca.enabled", (True, False), strict)
     eps = _number(cfg, "zca.eps", 0, integer=False)
     if eps == 0:
-        raise UserError("zca.eps=0 is invalid: it must be > 0 (it regularizes the inverse square "
-                        "root of the pixel covariance's eigenvalues)")
+        raise UserError(
+            "zca.eps=0 is invalid: it must be > 0 (it regularizes the inverse square "
+            "root of the pixel covariance's eigenvalues)"
+        )
 
 
 def check_trajectory_matching(cfg: DictConfig, strict: bool = True) -> None:
@@ -112,8 +121,17 @@ def check_trajectory_matching(cfg: DictConfig, strict: bool = True) -> None:
     for key in ("expert.count", "expert.recipe.epochs", "expert.recipe.batch_size"):
         _number(cfg, key, 1, integer=True)
     if cfg.method.get("synthetic_lr") is None:
-        raise UserError(f"method={cfg.method.name} learns the training lr: it needs "
-                        "method.synthetic_lr.init and method.synthetic_lr.lr")
+        raise UserError(
+            f"method={cfg.method.name} learns the training lr: it needs "
+            "method.synthetic_lr.init and method.synthetic_lr.lr"
+        )
+    student = OmegaConf.to_container(cfg.method.algorithm.net, resolve=True)
+    experts = OmegaConf.to_container(cfg.expert.net, resolve=True)
+    if student != experts:
+        raise UserError(
+            f"method.algorithm.net={student} differs from expert.net={experts}: the "
+            "student must be the experts' architecture"
+        )
     _number(cfg, "method.synthetic_lr.lr", 0, integer=False, strict=strict)
 
 
@@ -137,8 +155,10 @@ def check_data_source(cfg: DictConfig) -> None:
         if node is not None and "root" in node and not node.get("download"):
             root = Path(_value(cfg, f"dataset.loader.{split}.root")).expanduser()
             if not root.is_dir():
-                raise UserError(f"data_root={root} does not exist for dataset={cfg.dataset.name}; "
-                                "set data_root=<dir with the data> or download=true")
+                raise UserError(
+                    f"data_root={root} does not exist for dataset={cfg.dataset.name}; "
+                    "set data_root=<dir with the data> or download=true"
+                )
     if loader.get("archive"):
         archive = Path(_value(cfg, "dataset.loader.archive")).expanduser()
         root = Path(_value(cfg, "dataset.loader.root")).expanduser()
@@ -153,23 +173,39 @@ def check_data(cfg: DictConfig, real) -> None:
     per_image = cfg.method.get("factor", 1) ** 2 if cfg.method.get("init") == "real" else 1
     if cfg.ipc * per_image > smallest:
         needs = f" ({per_image} real images per stored image)" if per_image > 1 else ""
-        raise UserError(f"ipc={cfg.ipc} is invalid: the smallest class of dataset="
-                        f"{cfg.dataset.name} has {smallest} training images{needs}")
+        raise UserError(
+            f"ipc={cfg.ipc} is invalid: the smallest class of dataset="
+            f"{cfg.dataset.name} has {smallest} training images{needs}"
+        )
 
 
 def check_synthetic(path, synthetic, real) -> None:
     """A saved synthetic set must fit the dataset it is evaluated on."""
     shape = tuple(synthetic.images.shape[1:])
     if shape != real.shape or int(synthetic.labels.max()) >= real.num_classes:
-        raise UserError(f"synthetic={path} holds images of shape {shape} with labels up to "
-                        f"{int(synthetic.labels.max())}; dataset={real.name} has {real.shape} and "
-                        f"{real.num_classes} classes")
+        raise UserError(
+            f"synthetic={path} holds images of shape {shape} with labels up to "
+            f"{int(synthetic.labels.max())}; dataset={real.name} has {real.shape} and "
+            f"{real.num_classes} classes"
+        )
+    if synthetic.targets is not None and synthetic.targets.shape[1] != real.num_classes:
+        raise UserError(
+            f"synthetic={path} holds soft labels over {synthetic.targets.shape[1]} "
+            f"classes; dataset={real.name} has {real.num_classes}"
+        )
     distilled_on = synthetic.meta.get("dataset", {}).get("zca")
     if distilled_on != real.meta.get("zca"):
-        raise UserError(f"synthetic={path} was distilled on data with zca={distilled_on}, this run's "
-                        f"data have zca={real.meta.get('zca')}: set zca.enabled="
-                        f"{str(distilled_on is not None).lower()}")
-    if any(abs(a - b) > 1e-4 for a, b in zip(synthetic.mean + synthetic.std, real.mean + real.std)):
-        raise UserError(f"synthetic={path} was normalized with mean={list(synthetic.mean)}, "
-                        f"std={list(synthetic.std)}; dataset={real.name} uses "
-                        f"mean={list(real.mean)}, std={list(real.std)}")
+        raise UserError(
+            f"synthetic={path} was distilled on data with zca={distilled_on}, this run's "
+            f"data have zca={real.meta.get('zca')}: set zca.enabled="
+            f"{str(distilled_on is not None).lower()}"
+        )
+    if any(
+        abs(a - b) > 1e-4
+        for a, b in zip(synthetic.mean + synthetic.std, real.mean + real.std, strict=True)
+    ):
+        raise UserError(
+            f"synthetic={path} was normalized with mean={list(synthetic.mean)}, "
+            f"std={list(synthetic.std)}; dataset={real.name} uses "
+            f"mean={list(real.mean)}, std={list(real.std)}"
+        )

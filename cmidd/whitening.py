@@ -6,6 +6,7 @@ applied to the training and test images, so every network of a run (experts, pro
 sees whitened data. It is deterministic given the data, so it is recomputed when the data are
 loaded rather than stored.
 """
+
 import torch
 from kornia.enhance import ZCAWhitening
 
@@ -26,6 +27,14 @@ def whiten(real: RealData, eps: float) -> RealData:
         train = [zca(_pixels(x, real)) for x in real.train]
         test = torch.cat([zca(_pixels(x, real)) for x in real.test_images.split(5000)])
     c = real.shape[0]
-    return RealData(name=real.name, train=train, test_images=test, test_labels=real.test_labels,
-                    mean=(0.0,) * c, std=(1.0,) * c, class_names=real.class_names,
-                    whitening=zca, zca_eps=float(eps))
+    return RealData(
+        name=real.name,
+        train=train,
+        test_images=test,
+        test_labels=real.test_labels,
+        mean=(0.0,) * c,
+        std=(1.0,) * c,
+        class_names=real.class_names,
+        whitening=zca,
+        zca_eps=float(eps),
+    )

@@ -1,4 +1,5 @@
 """Shared fixtures: the real Hydra config composed with tiny overrides, and a throwaway cache."""
+
 from pathlib import Path
 
 import pytest
@@ -11,16 +12,34 @@ CONF = str(ROOT / "conf")
 CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
 # A distillation that takes seconds on the CPU: narrow nets, few iterations, short evaluation.
-TINY = ["logger=none", "device=cpu", "iterations=3", "log_every=1", "eval.models=1",
-        "eval.epochs=2", "eval.every=0", "method.algorithm.batch_real=16",
-        "method.algorithm.net.width=8", "eval.nets.convnet.width=8", "proxy.net.width=8",
-        "proxy.pool_size=2", "proxy.recipe.epochs=1"]
+TINY = [
+    "logger=none",
+    "device=cpu",
+    "iterations=3",
+    "log_every=1",
+    "eval.models=1",
+    "eval.epochs=2",
+    "eval.every=0",
+    "method.algorithm.batch_real=16",
+    "method.algorithm.net.width=8",
+    "eval.nets.convnet.width=8",
+    "proxy.net.width=8",
+    "proxy.pool_size=2",
+    "proxy.recipe.epochs=1",
+]
 
 # MTT at tiny scale: 2 experts of width 8 trained for 4 epochs on first use, 3 student steps.
 BASE = [o for o in TINY if not o.startswith("method.algorithm")]
-MTT = ["method=mtt", "expert.net.width=8", "expert.count=2", "expert.recipe.epochs=4",
-       "expert.recipe.batch_size=64", "expert.build_if_missing=true",
-       "method.algorithm.syn_steps=3", "method.algorithm.max_start_epoch=3"]
+MTT = [
+    "method=mtt",
+    "expert.net.width=8",
+    "expert.count=2",
+    "expert.recipe.epochs=4",
+    "expert.recipe.batch_size=64",
+    "expert.build_if_missing=true",
+    "method.algorithm.syn_steps=3",
+    "method.algorithm.max_start_epoch=3",
+]
 
 
 def compose_config(overrides=(), cache_dir=None):

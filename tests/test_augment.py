@@ -1,4 +1,5 @@
 """DSA: siamese draws, determinism from the generator, differentiability."""
+
 import pytest
 import torch
 

@@ -1,11 +1,11 @@
 """benchmarks/run.py --quick: the whole benchmark pipeline on tiny digits (not its numbers)."""
+
 import json
 import os
 import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
 
 
@@ -13,9 +13,14 @@ from conftest import ROOT
 def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     out = tmp_path / "bench"
     env = {**os.environ, "CMIDD_CACHE": str(cache)}
-    done = subprocess.run([sys.executable, "benchmarks/run.py", "--quick", "--device", "cpu",
-                           "--out", str(out)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--device", "cpu", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "benchmarks.json").read_text())
     sections = report["sections"]

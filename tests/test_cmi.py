@@ -1,11 +1,12 @@
 """The CMI regularizer against Eq. 10 of the paper, computed by brute force."""
+
 import math
 
 import pytest
 import torch
 
 from cmidd.cmi import CMITerm, empirical_cmi, per_class_cmi
-from cmidd.proxy import ProxyPool
+from cmidd.pretrained import ProxyPool
 
 
 def brute_force_cmi(outputs, labels):
@@ -16,8 +17,9 @@ def brute_force_cmi(outputs, labels):
         p = torch.softmax(outputs[labels == y], dim=1)
         q = p.mean(0)
         for p_s in p:
-            total += sum(float(p_s[m]) * math.log(float(p_s[m] / q[m]))
-                         for m in range(len(q)) if p_s[m] > 0)
+            total += sum(
+                float(p_s[m]) * math.log(float(p_s[m] / q[m])) for m in range(len(q)) if p_s[m] > 0
+            )
     return total / len(outputs)  # a float: pytest.approx compares numbers, not 0-d tensors
 
 
@@ -29,8 +31,9 @@ def batch():
 
 def test_matches_brute_force(batch):
     outputs, labels = batch
-    assert empirical_cmi(outputs, labels).item() == pytest.approx(brute_force_cmi(outputs, labels),
-                                                                  rel=1e-5)
+    assert empirical_cmi(outputs, labels).item() == pytest.approx(
+        brute_force_cmi(outputs, labels), rel=1e-5
+    )
 
 
 def test_non_negative_and_zero_for_identical_outputs(batch):
@@ -41,13 +44,17 @@ def test_non_negative_and_zero_for_identical_outputs(batch):
 
 
 def test_single_image_per_class_is_zero():
-    assert empirical_cmi(torch.randn(10, 5), torch.arange(10)).item() == pytest.approx(0.0, abs=1e-7)
+    assert empirical_cmi(torch.randn(10, 5), torch.arange(10)).item() == pytest.approx(
+        0.0, abs=1e-7
+    )
 
 
 def test_order_does_not_matter(batch):
     outputs, labels = batch
     perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(1))
-    assert torch.allclose(empirical_cmi(outputs, labels), empirical_cmi(outputs[perm], labels[perm]))
+    assert torch.allclose(
+        empirical_cmi(outputs, labels), empirical_cmi(outputs[perm], labels[perm])
+    )
 
 
 def test_per_class_agrees_with_whole_set_in_value_and_gradient(batch):
@@ -88,7 +95,9 @@ def test_finite_for_extreme_outputs():
         value = empirical_cmi(outputs, labels)
         value.backward()
         assert torch.isfinite(value) and torch.isfinite(outputs.grad).all()
-        assert value.item() == pytest.approx(brute_force_cmi(outputs.detach(), labels), rel=1e-3, abs=1e-9)
+        assert value.item() == pytest.approx(
+            brute_force_cmi(outputs.detach(), labels), rel=1e-3, abs=1e-9
+        )
 
 
 def test_term_uses_the_configured_space_and_draws_proxies():
@@ -97,13 +106,15 @@ def test_term_uses_the_configured_space_and_draws_proxies():
         net.embed = lambda x, net=net: net[0](x) * 2.0  # a "feature" space distinct from forward
     pool = ProxyPool(nets)
     images, labels = torch.randn(8, 3, 2, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    feature = CMITerm(pool, "feature", torch.Generator().manual_seed(0))
-    probability = CMITerm(pool, "probability", torch.Generator().manual_seed(0))
+    feature = CMITerm(pool, torch.Generator().manual_seed(0), "feature")
+    probability = CMITerm(pool, torch.Generator().manual_seed(0), "probability")
     assert feature.measure(images, labels) == pytest.approx(
-        empirical_cmi(nets[0].embed(images), labels).item())
+        empirical_cmi(nets[0].embed(images), labels).item()
+    )
     assert probability.measure(images, labels) == pytest.approx(
-        empirical_cmi(nets[0](images), labels).item())
+        empirical_cmi(nets[0](images), labels).item()
+    )
     drawn = {id(pool.sample(torch.Generator().manual_seed(s))) for s in range(20)}
     assert len(drawn) == 3
     with pytest.raises(ValueError, match="cmi.space"):
-        CMITerm(pool, "logits", torch.Generator())
+        CMITerm(pool, torch.Generator(), "logits")

@@ -1,14 +1,14 @@
 """The real config composes for every option, and the paper tables resolve or fail loudly."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import CONF, compose_config
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from omegaconf.errors import InterpolationResolutionError
-
-from conftest import CONF, compose_config
 
 GROUPS = ["task", "dataset", "method", "proxy", "cmi", "eval", "logger", "experiment", "augment"]
 TOP_LEVEL = {"task", "dataset", "method", "proxy", "cmi", "eval", "logger", "experiment"}
@@ -18,8 +18,7 @@ def options(group):
     return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group,option",
-                         [(g, o) for g in sorted(TOP_LEVEL) for o in options(g)])
+@pytest.mark.parametrize("group,option", [(g, o) for g in sorted(TOP_LEVEL) for o in options(g)])
 def test_every_option_composes_and_resolves(group, option):
     # cmi.weight is pinned so that the table lookup (tested below) does not mask other errors.
     cfg = compose_config([f"{group}={option}", "cmi.weight=1.0"])
@@ -29,10 +28,8 @@ def test_every_option_composes_and_resolves(group, option):
 
 @pytest.mark.parametrize("option", options("net"))
 def test_every_network_option_builds_with_embed_and_forward(option):
-    node = OmegaConf.load(Path(CONF) / "net" / f"{option}.yaml")
-    if "depth" in node:  # interpolates ${dataset.convnet_depth}, absent outside the full config
-        node.depth = 3
-    make = instantiate(node)
+    cfg = compose_config([f"net@method.algorithm.net={option}", "cmi.weight=1.0"])
+    make = instantiate(cfg.method.algorithm.net)
     net = make(in_channels=3, num_classes=10, image_size=32)
     x = torch.randn(2, 3, 32, 32)
     assert net.embed(x).shape == (2, net.feature_dim)
@@ -46,8 +43,14 @@ def test_every_augment_option_builds(option):
     assert augment(x, torch.Generator().manual_seed(0)).shape == x.shape
 
 
-PAPER_DM = {("svhn", 10): 18000, ("svhn", 50): 500, ("cifar10", 10): 8000, ("cifar10", 50): 2000,
-            ("cifar100", 10): 2000, ("cifar100", 50): 500}
+PAPER_DM = {
+    ("svhn", 10): 18000,
+    ("svhn", 50): 500,
+    ("cifar10", 10): 8000,
+    ("cifar10", 50): 2000,
+    ("cifar100", 10): 2000,
+    ("cifar100", 50): 500,
+}
 
 
 @pytest.mark.parametrize("dataset,ipc", sorted(PAPER_DM))
@@ -81,8 +84,13 @@ def test_paper_experiment_keeps_the_papers_settings():
     assert cfg.iterations == 20000 and cfg.eval.epochs == 1000 and cfg.proxy.name == "resnet18"
     assert cfg.method.optimizer.lr == 1.0 and cfg.method.algorithm.batch_real == 256
     assert cfg.method.algorithm.net.width == 128 and cfg.cmi.weight == 8000
-    assert cfg.proxy.recipe == {"epochs": 40, "lr": 0.01, "momentum": 0.9, "weight_decay": 0.001,
-                                "batch_size": 256}
+    assert cfg.proxy.recipe == {
+        "epochs": 40,
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 0.001,
+        "batch_size": 256,
+    }
 
 
 def test_no_group_option_is_named_like_a_yaml_boolean():
@@ -90,8 +98,10 @@ def test_no_group_option_is_named_like_a_yaml_boolean():
         assert not {"on", "off", "yes", "no", "true", "false"} & set(options(group)), group
 
 
-@pytest.mark.parametrize("method,iterations,weight", [
-    ("dm", 600, 300), ("dsa", 40, 3000), ("idc", 20, 15), ("idm", 200, 30)])
+@pytest.mark.parametrize(
+    "method,iterations,weight",
+    [("dm", 600, 300), ("dsa", 40, 3000), ("idc", 20, 15), ("idm", 200, 30)],
+)
 def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterations, weight):
     cfg = compose_config(["experiment=cpu_cifar10", f"method={method}"])
     assert cfg.dataset.name == "cifar10_jpg" and cfg.iterations == iterations
@@ -101,7 +111,50 @@ def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterati
 
 
 def test_cpu_cifar10_preset_without_a_weight_for_the_method_asks_for_one():
-    with pytest.raises(InterpolationResolutionError, match=r"no entry for \[convnet, cifar10, 10\]"):
-        compose_config(["experiment=cpu_cifar10", "method=dc"]).cmi.weight
+    with pytest.raises(
+        InterpolationResolutionError, match=r"no entry for \[convnet, cifar10, 10\]"
+    ):
+        _ = compose_config(["experiment=cpu_cifar10", "method=dc"]).cmi.weight
     cfg = compose_config(["experiment=cpu_cifar10", "method=dc", "cmi.weight=5"])
     assert OmegaConf.to_container(cfg, resolve=True)["cmi"]["weight"] == 5
+
+
+def test_cfg_job_resolve_shows_the_weight_the_pool_identity_and_the_sizes(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from conftest import ROOT
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "--cfg",
+            "job",
+            "--resolve",
+            "experiment=cpu_cifar10",
+            "method=dsa",
+            f"cache_dir={tmp_path}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    cfg = yaml.safe_load(done.stdout)
+    assert cfg["cmi"]["weight"] == 3000 and cfg["iterations"] == 40
+    assert cfg["method"]["algorithm"]["batch_real"] == 64 and cfg["proxy"]["pool_size"] == 4
+    assert cfg["method"]["algorithm"]["loops"] == [10, 50] and cfg["eval"]["epochs"] == 300
+    key = cfg["proxy"]["cache_key"]
+    assert key["loader"]["name"] == "cifar10_jpg" and "root" not in key["loader"]
+    assert key["net"]["width"] == 32 and key["recipe"]["epochs"] == 5 and key["seed"] == 0
+
+
+def test_every_method_of_a_preset_has_its_own_settings_file():
+    # cpu_cifar10 leaves iterations to each method's file: a method without one is an error.
+    for method in options("method"):
+        cfg = compose_config(["experiment=cpu_cifar10", f"method={method}", "cmi.weight=1"])
+        assert cfg.iterations < cfg.method.iterations, method

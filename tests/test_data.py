@@ -1,9 +1,9 @@
 """Datasets load into normalized per-class tensors; the CIFAR-10 JPEG preset works when present."""
+
 import pytest
 import torch
-from hydra.utils import instantiate
-
 from conftest import CIFAR_ARCHIVE, compose_config
+from hydra.utils import instantiate
 
 
 def test_digits_loads_with_a_fixed_split_and_its_own_statistics():
@@ -11,7 +11,7 @@ def test_digits_loads_with_a_fixed_split_and_its_own_statistics():
     again = instantiate(compose_config().dataset.loader, device="cpu")
     assert real.num_classes == 10 and real.shape == (1, 8, 8)
     assert sum(len(x) for x in real.train) + len(real.test_labels) == 1797
-    assert all(torch.equal(a, b) for a, b in zip(real.train, again.train))
+    assert all(torch.equal(a, b) for a, b in zip(real.train, again.train, strict=True))
     images, _ = real.train_tensors()
     assert images.mean().abs() < 1e-4 and (images.std() - 1).abs() < 1e-2
     gen = torch.Generator().manual_seed(0)
@@ -20,7 +20,9 @@ def test_digits_loads_with_a_fixed_split_and_its_own_statistics():
     assert len(torch.unique(sample, dim=0)) == len(sample)
 
 
-@pytest.mark.skipif(not CIFAR_ARCHIVE.exists(), reason="../shared/data/cifar10-jpg.tar.gz is absent")
+@pytest.mark.skipif(
+    not CIFAR_ARCHIVE.exists(), reason="../shared/data/cifar10-jpg.tar.gz is absent"
+)
 @pytest.mark.slow  # over a minute on 2 cores: CI runs it (pytest -m slow)
 def test_cifar10_jpg_preset_unpacks_once_and_loads(tmp_path):
     cfg = compose_config(["dataset=cifar10_jpg"], cache_dir=tmp_path)
@@ -35,5 +37,7 @@ def test_cifar10_jpg_preset_unpacks_once_and_loads(tmp_path):
     # The decoded tensors are kept beside the unpacked files, and a second load reads them.
     assert (tmp_path / "data" / ".cifar10-jpg.uint8.pt").is_file()
     again = instantiate(cfg.dataset.loader, device="cpu")
-    assert torch.equal(again.test_images, real.test_images) and again.class_names == real.class_names
+    assert (
+        torch.equal(again.test_images, real.test_images) and again.class_names == real.class_names
+    )
     assert torch.equal(again.train[3], real.train[3])

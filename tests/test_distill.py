@@ -1,16 +1,16 @@
 """DM with and without CMI through the real config, and the launcher end to end."""
+
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import ROOT, TINY
 
-from cmidd.proxy import ProxyPool
+from cmidd.pretrained import ProxyPool
 from cmidd.synthetic import SyntheticSet
 from cmidd.tasks import distill
-
-from conftest import ROOT, TINY
 
 
 def run(tiny, out_dir, *overrides):
@@ -28,8 +28,9 @@ def test_cmi_weight_lowers_the_cmi_of_the_synthetic_set(tiny, tmp_path):
 
 def test_dm_updates_the_images_but_not_the_labels(tiny, tmp_path):
     cfg = tiny()
-    from cmidd.tasks import load_real
     from cmidd.runtime import generator
+    from cmidd.tasks import load_real
+
     init = SyntheticSet.from_real(load_real(cfg, "cpu"), cfg.ipc, generator(cfg.seed, "init"))
     _, final = run(tiny, tmp_path)
     assert final.images.shape == init.images.shape == (100, 1, 8, 8)
@@ -91,9 +92,13 @@ def test_a_failure_keeps_what_was_computed(tiny, tmp_path, monkeypatch):
 
 def test_launch_py_end_to_end(tmp_path, cache):
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "launch.py", *TINY, f"cache_dir={cache}",
-                           f"hydra.run.dir={out}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run(
+        [sys.executable, "launch.py", *TINY, f"cache_dir={cache}", f"hydra.run.dir={out}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert {"results.json", "synthetic.pt", "synthetic.png"} <= {p.name for p in out.iterdir()}
     saved = torch.load(out / "synthetic.pt", weights_only=True)
@@ -101,13 +106,21 @@ def test_launch_py_end_to_end(tmp_path, cache):
     assert saved["labels"].tolist() == sorted(saved["labels"].tolist())
     assert len(saved["mean"]) == len(saved["std"]) == 1
     results = json.loads((out / "results.json").read_text())
-    assert set(results) >= {"accuracy", "accuracy_curve", "cmi", "iterations",
-                            "seconds_per_iteration", "config"}
+    assert set(results) >= {
+        "accuracy",
+        "accuracy_curve",
+        "cmi",
+        "iterations",
+        "seconds_per_iteration",
+        "config",
+    }
     assert not (ROOT / "wandb").exists()
 
 
 @pytest.mark.parametrize("term", ["distillation", "CMI"])
-def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(tiny, tmp_path, monkeypatch, term):
+def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(
+    tiny, tmp_path, monkeypatch, term
+):
     from cmidd.cmi import CMITerm
     from cmidd.errors import NonFiniteError
     from cmidd.methods import DM
@@ -126,8 +139,9 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(tiny, tmp_pat
         monkeypatch.setattr(DM, "losses", nan_loss)
     else:
         calls = []
-        monkeypatch.setattr(CMITerm, "calls_made", lambda self: calls.append(1) or len(calls),
-                            raising=False)
+        monkeypatch.setattr(
+            CMITerm, "calls_made", lambda self: calls.append(1) or len(calls), raising=False
+        )
         monkeypatch.setattr(CMITerm, "__call__", nan_cmi)
     # The second iteration fails; the set after the first is kept and says so.
     with pytest.raises(NonFiniteError, match=f"iteration 2: the {term}.*after 1 iterations"):
@@ -152,7 +166,9 @@ def test_evaluating_along_the_way_does_not_change_the_distillation(tiny, tmp_pat
     assert torch.equal(quiet.images, busy.images)
 
 
-def test_cmi_every_k_iterations_runs_the_proxy_on_those_iterations_only(tiny, tmp_path, monkeypatch):
+def test_cmi_every_k_iterations_runs_the_proxy_on_those_iterations_only(
+    tiny, tmp_path, monkeypatch
+):
     sampled = []
     original = ProxyPool.sample
     monkeypatch.setattr(ProxyPool, "sample", lambda self, g: sampled.append(1) or original(self, g))

@@ -1,4 +1,5 @@
 """DC and DSA: gradient matching, BatchNorm handling, CMI, and cross-architecture evaluation."""
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -55,9 +56,10 @@ def test_batchnorm_statistics_come_from_real_data_and_are_frozen(tiny):
 
 def test_batchnorm_and_instance_norm_networks_both_distill(tiny, tmp_path):
     for norm in ("batch", "instance"):
-        results = distill(tiny("method=dsa", *FAST, f"method.algorithm.net.norm={norm}",
-                               "cmi.weight=1000"),
-                          tmp_path / norm)
+        results = distill(
+            tiny("method=dsa", *FAST, f"method.algorithm.net.norm={norm}", "cmi.weight=1000"),
+            tmp_path / norm,
+        )
         assert results["status"] == "finished"
 
 

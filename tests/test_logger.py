@@ -1,4 +1,5 @@
 """W&B logging: offline into the run directory, and never able to fail a run."""
+
 import json
 import subprocess
 
@@ -9,8 +10,12 @@ from cmidd.tasks import distill
 
 def inspect(run_dir, *flags):
     """Read an offline W&B run back with W&B's own tool."""
-    done = subprocess.run(["wandb", "leet", "inspect", "--json", *flags, str(run_dir)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["wandb", "leet", "inspect", "--json", *flags, str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -34,8 +39,10 @@ def test_wandb_offline_run_records_metrics_summary_and_artifact(tiny, tmp_path, 
 
     records = [json.loads(line) for line in inspect(runs[0]).splitlines()]
     artifacts = [r["artifact"] for r in records if r.get("type") == "artifact"]
-    assert any(a.get("type") == "dataset" and a["name"].startswith("synthetic-dm-digits")
-               for a in artifacts)
+    assert any(
+        a.get("type") == "dataset" and a["name"].startswith("synthetic-dm-digits")
+        for a in artifacts
+    )
     steps = [r for r in records if r.get("type") == "history"]
     assert len(steps) >= 3
 

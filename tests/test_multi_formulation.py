@@ -1,20 +1,27 @@
 """IDC and IDM: multi-formulated synthetic sets (factor 2), with and without CMI, IPC 1 included."""
+
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import compose_config
 
 from cmidd.cmi import empirical_cmi
 from cmidd.methods import IDM
 from cmidd.synthetic import SyntheticSet, decode, encode
 from cmidd.tasks import distill, evaluate
 
-from conftest import compose_config
-
 FAST = {
-    "idc": ["method.algorithm.inner_loop=2", "method.algorithm.n_data=32",
-            "method.algorithm.batch_real=16"],
-    "idm": ["method.algorithm.batch_real=16", "method.algorithm.train_batch=32",
-            "method.algorithm.train_steps=2", "method.algorithm.generate_interval=2"],
+    "idc": [
+        "method.algorithm.inner_loop=2",
+        "method.algorithm.n_data=32",
+        "method.algorithm.batch_real=16",
+    ],
+    "idm": [
+        "method.algorithm.batch_real=16",
+        "method.algorithm.train_batch=32",
+        "method.algorithm.train_steps=2",
+        "method.algorithm.generate_interval=2",
+    ],
 }
 
 
@@ -47,9 +54,12 @@ def test_runs_with_and_without_cmi_and_saves_the_factor(tiny, tmp_path, method, 
 
 
 def test_evaluating_a_saved_set_decodes_it(tiny, tmp_path):
-    distilled = distill(tiny("method=idm", "iterations=1", "cmi=none", *FAST["idm"]), tmp_path / "run")
-    again = evaluate(tiny("task=evaluate", f"synthetic={tmp_path / 'run' / 'synthetic.pt'}"),
-                     tmp_path / "eval")
+    distilled = distill(
+        tiny("method=idm", "iterations=1", "cmi=none", *FAST["idm"]), tmp_path / "run"
+    )
+    again = evaluate(
+        tiny("task=evaluate", f"synthetic={tmp_path / 'run' / 'synthetic.pt'}"), tmp_path / "eval"
+    )
     assert again["accuracy"] == distilled["accuracy"]
 
 
@@ -84,24 +94,48 @@ def test_idm_pool_grows_every_interval_and_its_state_round_trips(tiny):
     assert all(torch.equal(first[k], restored[k]) for k in first)
 
 
-@pytest.mark.parametrize("method,data,ipc", [
-    ("idc", "cifar10", 10), ("idc", "cifar10", 50), ("idc", "svhn", 10), ("idc", "cifar100", 50),
-    ("idm", "cifar10", 1), ("idm", "cifar10", 10), ("idm", "cifar10", 50), ("idm", "cifar100", 10)])
+@pytest.mark.parametrize(
+    "method,data,ipc",
+    [
+        ("idc", "cifar10", 10),
+        ("idc", "cifar10", 50),
+        ("idc", "svhn", 10),
+        ("idc", "cifar100", 50),
+        ("idm", "cifar10", 1),
+        ("idm", "cifar10", 10),
+        ("idm", "cifar10", 50),
+        ("idm", "cifar100", 10),
+    ],
+)
 def test_paper_presets_compose_with_the_papers_settings(method, data, ipc):
-    cfg = compose_config(["experiment=paper", f"method={method}", f"dataset={data}",
-                          f"ipc={ipc}", "cmi.weight=100"])
+    cfg = compose_config(
+        ["experiment=paper", f"method={method}", f"dataset={data}", f"ipc={ipc}", "cmi.weight=100"]
+    )
     assert cfg.method.factor == 2 and cfg.method.algorithm.net.width == 128
     if method == "idc":
-        assert cfg.method.optimizer.lr == {("cifar10", 10): 0.125, ("cifar10", 50): 0.625,
-                                           ("svhn", 10): 0.125, ("cifar100", 50): 0.35}[(data, ipc)]
+        assert (
+            cfg.method.optimizer.lr
+            == {
+                ("cifar10", 10): 0.125,
+                ("cifar10", 50): 0.625,
+                ("svhn", 10): 0.125,
+                ("cifar100", 50): 0.35,
+            }[(data, ipc)]
+        )
         assert cfg.iterations == 2000 and cfg.method.algorithm.inner_loop == 100
         assert cfg.method.algorithm.n_data == (500 if data == "svhn" else 2000)
         assert cfg.cmi.weight == 100  # given on the command line
     else:
-        expected = {("cifar10", 1): (0.5, 5000, 5, 10), ("cifar10", 10): (0.5, 256, 30, 10),
-                    ("cifar10", 50): (0.1, 256, 30, 10), ("cifar100", 10): (0.1, 256, 30, 50)}
+        expected = {
+            ("cifar10", 1): (0.5, 5000, 5, 10),
+            ("cifar10", 10): (0.5, 256, 30, 10),
+            ("cifar10", 50): (0.1, 256, 30, 10),
+            ("cifar100", 10): (0.1, 256, 30, 50),
+        }
         a = cfg.method.algorithm
-        assert (a.ce_weight, a.batch_real, a.generate_interval, a.train_steps) == expected[(data, ipc)]
+        assert (a.ce_weight, a.batch_real, a.generate_interval, a.train_steps) == expected[
+            (data, ipc)
+        ]
         assert cfg.iterations == 20000 and cfg.method.optimizer.lr == 0.2
     # The paper's IDC weight x 10 classes: its reference sums per-class mean KLs (see idc.yaml).
     idc_table = compose_config(["experiment=paper", "method=idc", "dataset=cifar10", "ipc=10"])

@@ -1,4 +1,5 @@
 """Checkpoints: a killed or preempted run resumes to the same synthetic set."""
+
 import json
 import signal
 import subprocess
@@ -7,13 +8,12 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, TINY
 
 from cmidd.errors import UserError
 from cmidd.methods import DM
 from cmidd.synthetic import SyntheticSet
 from cmidd.tasks import distill
-
-from conftest import ROOT, TINY
 
 RESUMABLE = ["iterations=8", "checkpoint.every=2", "eval.every=3"]
 
@@ -85,9 +85,22 @@ def launch(out_dir, cache, *extra):
     """The run in a subprocess; its console output goes to a file (a pipe could fill up)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     console = open(out_dir.parent / f"{out_dir.name}.console", "a")
-    job = subprocess.Popen([sys.executable, "launch.py", *TINY, "iterations=150", "log_every=50",
-                            "checkpoint.every=5", f"cache_dir={cache}", f"hydra.run.dir={out_dir}",
-                            *extra], cwd=ROOT, stdout=console, stderr=console)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "launch.py",
+            *TINY,
+            "iterations=150",
+            "log_every=50",
+            "checkpoint.every=5",
+            f"cache_dir={cache}",
+            f"hydra.run.dir={out_dir}",
+            *extra,
+        ],
+        cwd=ROOT,
+        stdout=console,
+        stderr=console,
+    )
     job.console = out_dir.parent / f"{out_dir.name}.console"
     return job
 
@@ -162,8 +175,9 @@ def test_a_finished_run_is_extended_by_resuming_with_more_iterations(tiny, tmp_p
 
     straight = distill(tiny("iterations=8", "eval.every=4"), tmp_path / "straight")
     distill(tiny("iterations=4", "eval.every=4"), tmp_path / "short")
-    extended = app.run(tiny("iterations=8", "eval.every=4", f"resume={tmp_path / 'short'}"),
-                       tmp_path / "unused")
+    extended = app.run(
+        tiny("iterations=8", "eval.every=4", f"resume={tmp_path / 'short'}"), tmp_path / "unused"
+    )
     assert torch.equal(final_images(tmp_path / "straight"), final_images(tmp_path / "short"))
     assert extended["accuracy_curve"] == straight["accuracy_curve"]  # [0, 4, 8], 4 evaluated once
     assert extended["iterations"] == 8 and extended["config"]["iterations"] == 8

@@ -1,22 +1,33 @@
 """Files a user hands in are untrusted; a diverged, damaged or unsaved set never poses as a
 result. Each failure is exit status 2 with one `error:` line naming the file or key."""
+
 import json
 import subprocess
 import sys
 
 import torch
+from conftest import ROOT, TINY
 
 from cmidd.synthetic import SyntheticSet, checksum
 from cmidd.tasks import distill
 
-from conftest import ROOT, TINY
-
 
 def launch(tmp_path, cache, *overrides, run_dir=None):
     run_dir = run_dir or tmp_path / "run"
-    return subprocess.run([sys.executable, "launch.py", *TINY, f"cache_dir={cache}",
-                           f"hydra.run.dir={run_dir}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            *TINY,
+            f"cache_dir={cache}",
+            f"hydra.run.dir={run_dir}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def one_error_line(done, *named):
@@ -35,6 +46,7 @@ class RunsCode:
 
     def __reduce__(self):
         import os
+
         return os.system, (f"touch {self.marker}",)
 
 
@@ -63,8 +75,13 @@ def test_a_checkpoint_holds_only_tensors_and_plain_containers(tiny, tmp_path):
 
 
 def test_non_finite_numbers_are_refused_before_any_work(app_error, cache):
-    for override in ("cmi.weight=nan", "cmi.weight=inf", "cmi.weight=-inf",
-                     "method.optimizer.lr=nan", "method.algorithm.augment.scale=inf"):
+    for override in (
+        "cmi.weight=nan",
+        "cmi.weight=inf",
+        "cmi.weight=-inf",
+        "method.optimizer.lr=nan",
+        "method.algorithm.augment.scale=inf",
+    ):
         code, last = app_error(override)
         assert code == 2 and last.startswith(f"error: {override} is invalid"), last
     assert not (cache / "proxies").exists()  # no pool was built: nothing ran
@@ -80,9 +97,14 @@ def test_a_diverged_run_keeps_its_last_finite_set(tmp_path, cache):
 
 
 def test_a_non_finite_set_is_never_evaluated(tmp_path, cache):
-    state = {"images": torch.full((100, 1, 8, 8), float("nan")),
-             "labels": torch.arange(10).repeat_interleave(10), "mean": [0.3], "std": [0.4],
-             "factor": 1, "lr": None}
+    state = {
+        "images": torch.full((100, 1, 8, 8), float("nan")),
+        "labels": torch.arange(10).repeat_interleave(10),
+        "mean": [0.3],
+        "std": [0.4],
+        "factor": 1,
+        "lr": None,
+    }
     state["sha256"] = checksum(state)
     torch.save(state, tmp_path / "nan.pt")
     done = launch(tmp_path, cache, "task=evaluate", f"synthetic={tmp_path / 'nan.pt'}")
@@ -100,8 +122,9 @@ def test_a_damaged_set_is_refused_naming_the_file(tiny, tmp_path, cache):
     data[where] ^= 0x40
     flipped = tmp_path / "flipped.pt"
     flipped.write_bytes(bytes(data))
-    done = launch(tmp_path, cache, "task=evaluate", f"synthetic={flipped}",
-                  run_dir=tmp_path / "evaluate")
+    done = launch(
+        tmp_path, cache, "task=evaluate", f"synthetic={flipped}", run_dir=tmp_path / "evaluate"
+    )
     one_error_line(done, f"synthetic={flipped}", "checksum")
 
 

@@ -1,4 +1,5 @@
 """The paper's ablations as Hydra multiruns, their report, and the cluster launchers."""
+
 import csv
 import itertools
 import json
@@ -6,9 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
-
 from conftest import CONF, ROOT, TINY
+from hydra import compose, initialize_config_dir
 
 # Pools of 2 tiny proxies per architecture; weights pinned per proxy for the digits tables.
 SWEEP_TINY = [o for o in TINY if not o.startswith("proxy.net.width")]
@@ -20,17 +20,34 @@ def launch(tmp_path, cache, *overrides, ok=True, drop=()):
     tiny = [o for o in SWEEP_TINY if o.split("=")[0] not in drop]
     flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags come before overrides
     overrides = [o for o in overrides if not o.startswith("-")]
-    done = subprocess.run([sys.executable, "launch.py", *flags, *tiny, f"cache_dir={cache}",
-                           f"hydra.sweep.dir={sweep_dir}", *overrides], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            *flags,
+            *tiny,
+            f"cache_dir={cache}",
+            f"hydra.sweep.dir={sweep_dir}",
+            *overrides,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if ok:
         assert done.returncode == 0, done.stderr[-3000:]
     return sweep_dir, done
 
 
 def report(sweep_dir):
-    done = subprocess.run([sys.executable, "-m", "cmidd.report", str(sweep_dir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "cmidd.report", str(sweep_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     return (sweep_dir / "report.md").read_text()
 
@@ -40,8 +57,10 @@ def sweep_grid(name):
         cfg = compose("config", overrides=[f"sweep={name}"], return_hydra_config=True)
     assert cfg.hydra.mode.name == "MULTIRUN" and cfg.study == name
     params = cfg.hydra.sweeper.params
-    return [dict(zip(params, values)) for values in
-            itertools.product(*(str(v).split(",") for v in params.values()))]
+    return [
+        dict(zip(params, values, strict=True))
+        for values in itertools.product(*(str(v).split(",") for v in params.values()))
+    ]
 
 
 def test_presets_define_the_papers_grids():
@@ -51,15 +70,23 @@ def test_presets_define_the_papers_grids():
     weights = [float(g["cmi.weight"]) for g in sweep_grid("weight")]
     assert weights[0] == 0 and max(weights) / min(w for w in weights if w) >= 100
     assert {g["cmi"] for g in sweep_grid("curve")} == {"none", "feature"}
-    assert {g["proxy"] for g in sweep_grid("proxy_arch")} == {"convnet", "alexnet", "vgg11", "resnet18"}
+    assert {g["proxy"] for g in sweep_grid("proxy_arch")} == {
+        "convnet",
+        "alexnet",
+        "vgg11",
+        "resnet18",
+    }
 
 
 def test_table7_sweep_and_its_report(tmp_path, cache):
     sweep_dir, _ = launch(tmp_path, cache, "sweep=table7", "proxy.recipe.epochs=1")
     text = report(sweep_dir)
     table = text.split("## table7")[1].split("##")[0]
-    rows = [line for line in table.splitlines() if line.startswith("| probability") or
-            line.startswith("| feature")]
+    rows = [
+        line
+        for line in table.splitlines()
+        if line.startswith("| probability") or line.startswith("| feature")
+    ]
     assert len(rows) == 4 and "missing" not in table and "failed" not in table
     assert "| CMI space | pre-trained | convnet | resnet18 |" in table
     with open(sweep_dir / "runs.csv") as f:
@@ -75,9 +102,12 @@ def test_weight_sweep_plots_accuracy_against_the_weight(tmp_path, cache):
 
 @pytest.mark.slow  # over a minute on 2 cores: CI runs it (pytest -m slow)
 def test_curve_sweep_over_seeds_groups_runs_that_differ_by_seed(tmp_path, cache):
-    sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "seed=0,1", drop=("iterations",
-                                                                             "eval.every"))
-    jobs = sorted(p.parent.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("results.json"))
+    sweep_dir, _ = launch(
+        tmp_path, cache, "sweep=curve", "seed=0,1", drop=("iterations", "eval.every")
+    )
+    jobs = sorted(
+        p.parent.relative_to(sweep_dir).as_posix() for p in sweep_dir.rglob("results.json")
+    )
     # <overrides without the seed>/seed=<seed>: the two seeds of a setting sit side by side
     assert [j.split("/")[1] for j in jobs] == ["seed=0", "seed=1"] * 2
     assert jobs[0].split("/")[0] == jobs[1].split("/")[0] and jobs[0].startswith("cmi=feature,")
@@ -86,8 +116,9 @@ def test_curve_sweep_over_seeds_groups_runs_that_differ_by_seed(tmp_path, cache)
     assert [p["iteration"] for p in curve] == list(range(0, 201, 20))  # demo: 200 iterations
     text = report(sweep_dir)
     for setting in ("cmi=feature,", "cmi=none,"):
-        assert any(line.startswith(f"| {setting}") and "| 0, 1 |" in line
-                   for line in text.splitlines())
+        assert any(
+            line.startswith(f"| {setting}") and "| 0, 1 |" in line for line in text.splitlines()
+        )
     assert (sweep_dir / "curve.png").stat().st_size > 1000
 
 
@@ -107,8 +138,10 @@ def test_a_failed_job_does_not_stop_the_others_and_says_why(tmp_path, cache):
     sweep_dir, done = launch(tmp_path, cache, "-m", "dataset=imagefolder,digits", ok=False)
     (failed,) = [p for p in sweep_dir.iterdir() if p.name.startswith("dataset=imagefolder")]
     reason = (failed / "seed=0" / "error.txt").read_text().strip().splitlines()[-1]
-    assert reason == "error: dataset.loader.root=??? is not set and has no default: add " \
+    assert (
+        reason == "error: dataset.loader.root=??? is not set and has no default: add "
         "dataset.loader.root=<value> to the command"
+    )
     # The job logs its one line (no traceback); the sweep goes on, then lists it and exits 2.
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert f"{failed.name}/seed=0: {reason}" in done.stderr
@@ -122,32 +155,52 @@ def test_a_failed_job_does_not_stop_the_others_and_says_why(tmp_path, cache):
 @pytest.mark.slow  # 25 s each on 2 cores: CI runs them (pytest -m slow)
 @pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
 def test_cluster_launchers_run_a_sweep(tmp_path, cache, launcher):
-    pytest.importorskip({"submitit_local": "hydra_plugins.hydra_submitit_launcher",
-                         "joblib": "hydra_plugins.hydra_joblib_launcher"}[launcher])
-    extra = ["hydra.launcher.timeout_min=10"] if launcher == "submitit_local" else \
-        ["hydra.launcher.n_jobs=2"]
+    pytest.importorskip(
+        {
+            "submitit_local": "hydra_plugins.hydra_submitit_launcher",
+            "joblib": "hydra_plugins.hydra_joblib_launcher",
+        }[launcher]
+    )
+    extra = (
+        ["hydra.launcher.timeout_min=10"]
+        if launcher == "submitit_local"
+        else ["hydra.launcher.n_jobs=2"]
+    )
     sweep_dir, _ = launch(tmp_path, cache, "-m", f"hydra/launcher={launcher}", *extra, "seed=0,1")
     assert len(list(sweep_dir.rglob("results.json"))) == 2
 
 
 def test_report_on_an_empty_or_missing_directory_is_a_one_line_error(tmp_path):
     for target in (tmp_path, tmp_path / "nope"):
-        done = subprocess.run([sys.executable, "-m", "cmidd.report", str(target)], cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "cmidd.report", str(target)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2
         assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_runs_of_a_sweep_share_a_wandb_group_and_carry_tags(tmp_path, cache):
-    sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "logger=wandb", "logger.mode=offline",
-                          drop=("logger",))
+    sweep_dir, _ = launch(
+        tmp_path, cache, "sweep=curve", "logger=wandb", "logger.mode=offline", drop=("logger",)
+    )
     run_files = sorted(sweep_dir.rglob("offline-run-*/run-*.wandb"))
     assert len(run_files) == 2
     for run_file in run_files:
-        done = subprocess.run(["wandb", "leet", "inspect", "--json", str(run_file)],
-                              capture_output=True, text=True, timeout=120)
-        (run,) = [json.loads(line)["run"] for line in done.stdout.splitlines()
-                  if json.loads(line).get("type") == "run"]
+        done = subprocess.run(
+            ["wandb", "leet", "inspect", "--json", str(run_file)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        (run,) = [
+            json.loads(line)["run"]
+            for line in done.stdout.splitlines()
+            if json.loads(line).get("type") == "run"
+        ]
         assert run["run_group"] == sweep_dir.name
         assert {"study:curve", "method:dm", "dataset:digits", "ipc:10"} <= set(run["tags"])
 

@@ -1,4 +1,5 @@
 """Base distillation methods; each is a config option of the ``method`` group."""
+
 from .base import Method
 from .dm import DM
 from .gradient_matching import GradientMatching

@@ -24,8 +24,9 @@ Where the CMI term enters (Eq. 11), as each method's reference code has it:
 ``state_dict``/``load_state_dict`` hold whatever the method needs to continue bit-identically
 after a checkpoint (its random generators, networks it keeps across iterations...).
 """
+
 from abc import ABC, abstractmethod
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -35,7 +36,6 @@ from ..runtime import build_seeded, generator
 class Method(ABC):
     """Base of every method; the class attributes are the defaults (see the module docstring)."""
 
-    multi_formulation = False  # stored images decode into several training images (IDC, IDM)
     cmi_every_step = False
     new_proxy_every_step = False
 
@@ -44,12 +44,10 @@ class Method(ABC):
         """One loss per synthetic-set update of ``iteration``."""
 
     @abstractmethod
-    def state_dict(self) -> dict:
-        ...
+    def state_dict(self) -> dict: ...
 
     @abstractmethod
-    def load_state_dict(self, state: dict) -> None:
-        ...
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 class ClassMatching(Method):
@@ -73,8 +71,14 @@ class ClassMatching(Method):
     def fresh_network(self, name: str):
         """A network of ``make_net`` initialized from (seed, name), on the device."""
         c, h, _ = self.real.shape
-        return build_seeded(self.make_net, self.seed, name, in_channels=c,
-                            num_classes=self.real.num_classes, image_size=h).to(self.device)
+        return build_seeded(
+            self.make_net,
+            self.seed,
+            name,
+            in_channels=c,
+            num_classes=self.real.num_classes,
+            image_size=h,
+        ).to(self.device)
 
     def class_pairs(self, synthetic, syn_max: int = None):
         """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class;
@@ -85,6 +89,12 @@ class ClassMatching(Method):
             syn = images[labels == c]
             if syn_max is not None and len(syn) > syn_max:
                 syn = syn[torch.randperm(len(syn), generator=self.sampler)[:syn_max].to(syn.device)]
-            draw = self.augment.draw(max(len(real), len(syn)), real.shape[-2:], self.aug_gen,
-                                     shared=True)
-            yield c, self.augment.apply(real, draw), self.augment.apply(syn, draw), labels[labels == c][:len(syn)]
+            draw = self.augment.draw(
+                max(len(real), len(syn)), real.shape[-2:], self.aug_gen, shared=True
+            )
+            yield (
+                c,
+                self.augment.apply(real, draw),
+                self.augment.apply(syn, draw),
+                labels[labels == c][: len(syn)],
+            )

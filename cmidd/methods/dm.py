@@ -1,9 +1,9 @@
 """Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023)."""
+
 import torch
 from torch import nn
 
 from .base import ClassMatching
-
 
 # Images per forward on the real side: many classes (CIFAR-100, TinyImageNet) x 256 real images
 # in one forward would need tens of GB of activations.
@@ -31,13 +31,16 @@ class DM(ClassMatching):
     since batch statistics would mix classes.
     """
 
-    def __init__(self, net, batch_real: int, augment, real, seed: int, device,
-                 fuse_classes="auto"):
+    def __init__(self, net, batch_real: int, augment, real, seed: int, device, fuse_classes="auto"):
         super().__init__(real, augment, batch_real, seed, device, "dm")
         if fuse_classes not in ("auto", True, False):
-            raise ValueError(f"method.algorithm.fuse_classes={fuse_classes!r} is not one of auto, true, false")
+            raise ValueError(
+                f"method.algorithm.fuse_classes={fuse_classes!r} is not one of auto, true, false"
+            )
         self.make_net = net
-        self.fuse_classes = torch.device(device).type == "cuda" if fuse_classes == "auto" else fuse_classes
+        self.fuse_classes = (
+            torch.device(device).type == "cuda" if fuse_classes == "auto" else fuse_classes
+        )
 
     def losses(self, synthetic, iteration: int):
         net = self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False)

@@ -10,6 +10,7 @@ shared DSA draw on both for DSA):
 then, between steps, trains the network on the synthetic set for ``inner`` epochs. BatchNorm
 networks first see a real batch in train mode and are then frozen (eval) for matching.
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -32,8 +33,19 @@ class GradientMatching(ClassMatching):
     # update, with one proxy loaded per iteration before that loop.
     cmi_every_step = True
 
-    def __init__(self, net, augment, batch_real: int, loops: list, lr_net: float,
-                 batch_train: int, bn_images_per_class: int, real, seed: int, device):
+    def __init__(
+        self,
+        net,
+        augment,
+        batch_real: int,
+        loops: list,
+        lr_net: float,
+        batch_train: int,
+        bn_images_per_class: int,
+        real,
+        seed: int,
+        device,
+    ):
         super().__init__(real, augment, batch_real, seed, device, "gm")
         self.make_net = net
         self.outer, self.inner = (int(n) for n in loops)
@@ -43,8 +55,12 @@ class GradientMatching(ClassMatching):
         norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         if not norms:
             return
-        batch = torch.cat([self.real.sample(c, self.bn_images, self.sampler)
-                           for c in range(self.real.num_classes)])
+        batch = torch.cat(
+            [
+                self.real.sample(c, self.bn_images, self.sampler)
+                for c in range(self.real.num_classes)
+            ]
+        )
         net.train()
         with torch.no_grad():
             net(batch)  # running statistics from real data
@@ -56,9 +72,12 @@ class GradientMatching(ClassMatching):
         for c, real, syn, syn_labels in self.class_pairs(synthetic):
             target = torch.full((len(real),), c, device=real.device)
             g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
-            g_syn = torch.autograd.grad(F.cross_entropy(net(syn), syn_labels), params,
-                                        create_graph=True)
-            loss = loss + sum(layer_distance(r.detach(), s) for r, s in zip(g_real, g_syn))
+            g_syn = torch.autograd.grad(
+                F.cross_entropy(net(syn), syn_labels), params, create_graph=True
+            )
+            loss = loss + sum(
+                layer_distance(r.detach(), s) for r, s in zip(g_real, g_syn, strict=True)
+            )
         return loss
 
     def losses(self, synthetic, iteration: int):
@@ -71,6 +90,15 @@ class GradientMatching(ClassMatching):
                 break
             images, labels = synthetic.decoded()
             # Plain SGD, as the references train the inner network (no momentum, no decay).
-            train_classifier(net, images.detach(), labels, self.inner, lr=self.lr_net, momentum=0.0,
-                             weight_decay=0.0, batch_size=self.batch_train, generator=self.aug_gen,
-                             augment=self.augment)
+            train_classifier(
+                net,
+                images.detach(),
+                labels,
+                self.inner,
+                lr=self.lr_net,
+                momentum=0.0,
+                weight_decay=0.0,
+                batch_size=self.batch_train,
+                generator=self.aug_gen,
+                augment=self.augment,
+            )

@@ -13,6 +13,7 @@ Gradient matching on multi-formulated synthetic data, as in the reference code
 
     L = sum_c sum_{conv layers} || g_real_c - g_syn_c ||^2
 """
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -22,15 +23,28 @@ from .base import ClassMatching
 
 
 class IDC(ClassMatching):
-    multi_formulation = True
     # The CMI reference (IDC/condense.py) adds CMI at every matching step, loading a proxy per
     # step.
     cmi_every_step = True
     new_proxy_every_step = True
 
-    def __init__(self, net, augment, net_augment, batch_real: int, inner_loop: int,
-                 batch_syn_max: int, n_data: int, lr_net: float, momentum: float,
-                 weight_decay: float, cutmix_p: float, real, seed: int, device):
+    def __init__(
+        self,
+        net,
+        augment,
+        net_augment,
+        batch_real: int,
+        inner_loop: int,
+        batch_syn_max: int,
+        n_data: int,
+        lr_net: float,
+        momentum: float,
+        weight_decay: float,
+        cutmix_p: float,
+        real,
+        seed: int,
+        device,
+    ):
         super().__init__(real, augment, batch_real, seed, device, "idc")
         self.make_net, self.net_augment, self.inner_loop = net, net_augment, inner_loop
         self.batch_syn_max, self.n_data, self.cutmix_p = batch_syn_max, n_data, cutmix_p
@@ -46,9 +60,12 @@ class IDC(ClassMatching):
         for c, real, syn, syn_labels in self.class_pairs(synthetic, self.batch_syn_max):
             target = torch.full((len(real),), c, device=real.device)
             g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
-            g_syn = torch.autograd.grad(F.cross_entropy(net(syn), syn_labels), params,
-                                        create_graph=True)
-            loss = loss + sum((r.detach() - s).pow(2).sum() for r, s in zip(g_real, g_syn))
+            g_syn = torch.autograd.grad(
+                F.cross_entropy(net(syn), syn_labels), params, create_graph=True
+            )
+            loss = loss + sum(
+                (r.detach() - s).pow(2).sum() for r, s in zip(g_real, g_syn, strict=True)
+            )
         return loss
 
     def _train_on_real(self, net: nn.Module, optimizer) -> None:

@@ -16,6 +16,7 @@ DM plus three changes, each as in the reference code (uitrbn/IDM, IDM_cifar10.py
 
     L = sum_c || mean f(aug(real_c)) - mean f(aug(syn_c)) ||^2 + ce_weight * acc% * CE(syn_c)
 """
+
 import torch
 from torch.nn import functional as F
 
@@ -23,26 +24,46 @@ from .base import ClassMatching
 
 
 class IDM(ClassMatching):
-    multi_formulation = True
-
-    def __init__(self, net, batch_real: int, augment, real, seed: int, device, ce_weight: float,
-                 pool_start: int, pool_max: int, generate_interval: int, fetch_nets: int,
-                 train_steps: int, train_batch: int, lr_net: float, momentum: float,
-                 weight_decay: float, meter_reset: int):
+    def __init__(
+        self,
+        net,
+        batch_real: int,
+        augment,
+        real,
+        seed: int,
+        device,
+        ce_weight: float,
+        pool_start: int,
+        pool_max: int,
+        generate_interval: int,
+        fetch_nets: int,
+        train_steps: int,
+        train_batch: int,
+        lr_net: float,
+        momentum: float,
+        weight_decay: float,
+        meter_reset: int,
+    ):
         super().__init__(real, augment, batch_real, seed, device, "idm")
         self.make_net, self.ce_weight = net, ce_weight
         self.pool_max, self.interval, self.meter_reset = pool_max, generate_interval, meter_reset
         self.fetch_nets, self.train_steps, self.train_batch = fetch_nets, train_steps, train_batch
         self.sgd = dict(lr=lr_net, momentum=momentum, weight_decay=weight_decay)
-        self.pool, self.made = [], 0   # pool entries: {net, optimizer, correct, seen}
+        self.pool, self.made = [], 0  # pool entries: {net, optimizer, correct, seen}
         for _ in range(pool_start):
             self._push()
 
     def _push(self) -> None:
         net = self.fresh_network(f"idm/pool/{self.made}").train()
         self.made += 1
-        self.pool.append({"net": net, "optimizer": torch.optim.SGD(net.parameters(), **self.sgd),
-                          "correct": 0, "seen": 0})
+        self.pool.append(
+            {
+                "net": net,
+                "optimizer": torch.optim.SGD(net.parameters(), **self.sgd),
+                "correct": 0,
+                "seen": 0,
+            }
+        )
         if len(self.pool) > self.pool_max:
             self.pool.pop(0)
 
@@ -72,7 +93,7 @@ class IDM(ClassMatching):
         net = entry["net"].requires_grad_(False)
         accuracy = 100.0 * entry["correct"] / entry["seen"] if entry["seen"] else 0.0
         loss = 0.0
-        for c, real, syn, syn_labels in self.class_pairs(synthetic):
+        for _, real, syn, syn_labels in self.class_pairs(synthetic):
             with torch.no_grad():
                 target = net.embed(real).mean(0)
             features = net.embed(syn)
@@ -87,8 +108,15 @@ class IDM(ClassMatching):
             self._train(trained)
 
     def state_dict(self) -> dict:
-        pool = [{"net": e["net"].state_dict(), "optimizer": e["optimizer"].state_dict(),
-                 "correct": e["correct"], "seen": e["seen"]} for e in self.pool]
+        pool = [
+            {
+                "net": e["net"].state_dict(),
+                "optimizer": e["optimizer"].state_dict(),
+                "correct": e["correct"],
+                "seen": e["seen"],
+            }
+            for e in self.pool
+        ]
         return {**super().state_dict(), "pool": pool, "made": self.made}
 
     def load_state_dict(self, state: dict) -> None:

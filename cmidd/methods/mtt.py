@@ -1,7 +1,8 @@
 """Matching Training Trajectories (MTT; Cazenavette et al., "Dataset Distillation by Matching
 Training Trajectories", CVPR 2022), as in the reference code's distill.py.
 
-Each iteration draws an expert (cmidd.experts) and a start epoch t < ``max_start_epoch``; a
+Each iteration draws an expert (cmidd.pretrained.experts) and a start epoch t <
+``max_start_epoch``; a
 student starts at the expert's parameters theta*_t and takes ``syn_steps`` SGD steps on the
 synthetic set, each on ``batch_syn`` images under a fresh per-sample DSA draw, with the set's
 learnable learning rate alpha (``SyntheticSet.lr``):
@@ -13,6 +14,7 @@ learnable learning rate alpha (``SyntheticSet.lr``):
 The steps are unrolled with ``create_graph``, so the loss reaches the images and alpha; memory
 grows linearly with ``syn_steps`` (each step keeps its activations and a copy of the parameters).
 """
+
 import torch
 from torch.func import functional_call
 from torch.nn import functional as F
@@ -23,23 +25,45 @@ from .base import Method
 
 
 class MTT(Method):
-    def __init__(self, net, augment, real, seed: int, device, trajectories, syn_steps: int,
-                 expert_epochs: int, max_start_epoch: int, batch_syn: int = None):
+    def __init__(
+        self,
+        net,
+        augment,
+        real,
+        seed: int,
+        device,
+        expert,
+        syn_steps: int,
+        expert_epochs: int,
+        max_start_epoch: int,
+        batch_syn: int = None,
+    ):
+        """``expert``: the experts' trajectories (the pre-trained kind this method needs)."""
+        trajectories = expert
         c, h, _ = real.shape
         # Only the architecture is used: the parameters come from the experts, then the unroll.
-        self.student = build_seeded(net, seed, "mtt/student", in_channels=c,
-                                    num_classes=real.num_classes, image_size=h).to(device).train()
+        self.student = (
+            build_seeded(
+                net, seed, "mtt/student", in_channels=c, num_classes=real.num_classes, image_size=h
+            )
+            .to(device)
+            .train()
+        )
         self.names = [name for name, _ in self.student.named_parameters()]
         self.shapes = [p.shape for p in self.student.parameters()]
         self.buffers = dict(self.student.named_buffers())
         size = sum(p.numel() for p in self.student.parameters())
         if size != trajectories.parameters:
-            raise UserError(f"the experts have {trajectories.parameters} parameters, the student "
-                            f"net {size}: method.algorithm.net must be the experts' (expert.net)")
+            raise UserError(
+                f"the experts have {trajectories.parameters} parameters, the student "
+                f"net {size}: method.algorithm.net must be the experts' (expert.net)"
+            )
         if max_start_epoch - 1 + expert_epochs > trajectories.epochs:
-            raise UserError(f"method.algorithm.max_start_epoch={max_start_epoch} with expert_epochs="
-                            f"{expert_epochs} needs experts trained for {max_start_epoch - 1 + expert_epochs} "
-                            f"epochs; they have {trajectories.epochs} (raise expert.recipe.epochs)")
+            raise UserError(
+                f"method.algorithm.max_start_epoch={max_start_epoch} with expert_epochs="
+                f"{expert_epochs} needs experts trained for {max_start_epoch - 1 + expert_epochs} "
+                f"epochs; they have {trajectories.epochs} (raise expert.recipe.epochs)"
+            )
         self.trajectories, self.augment, self.device = trajectories, augment, device
         self.syn_steps, self.expert_epochs = syn_steps, expert_epochs
         self.max_start_epoch, self.batch_syn = max_start_epoch, batch_syn
@@ -48,7 +72,10 @@ class MTT(Method):
 
     def _forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         pieces = flat.split([shape.numel() for shape in self.shapes])
-        params = {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+        params = {
+            name: piece.view(shape)
+            for name, piece, shape in zip(self.names, pieces, self.shapes, strict=True)
+        }
         return functional_call(self.student, {**params, **self.buffers}, (x,))
 
     def _batches(self, n: int):
@@ -62,16 +89,18 @@ class MTT(Method):
             raise UserError("method=mtt needs a learnable learning rate: set method.synthetic_lr")
         expert = torch.randint(len(self.trajectories), (1,), generator=self.sampler).item()
         start = torch.randint(self.max_start_epoch, (1,), generator=self.sampler).item()
-        theta_start, theta_target = self.trajectories.segment(expert, start, self.expert_epochs,
-                                                              self.device)
+        theta_start, theta_target = self.trajectories.segment(
+            expert, start, self.expert_epochs, self.device
+        )
         images, labels = synthetic.decoded()
         theta = theta_start.clone().requires_grad_(True)
         batches = self._batches(len(images))
         for _ in range(self.syn_steps):
             index = next(batches)
             logits = self._forward(theta, self.augment(images[index], self.aug_gen))
-            grad, = torch.autograd.grad(F.cross_entropy(logits, labels[index]), theta,
-                                        create_graph=True)
+            (grad,) = torch.autograd.grad(
+                F.cross_entropy(logits, labels[index]), theta, create_graph=True
+            )
             theta = theta - synthetic.lr * grad
         yield (theta - theta_target).pow(2).sum() / (theta_start - theta_target).pow(2).sum()
 

@@ -1,4 +1,5 @@
 """Networks: plain modules built from constructor arguments, each with ``embed`` and ``forward``."""
+
 from .alexnet import AlexNet
 from .convnet import ConvNet
 from .resnet import ResNet18

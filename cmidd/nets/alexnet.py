@@ -1,4 +1,5 @@
 """AlexNet as adapted to small images in dataset-distillation papers (DC/DSA/DM code)."""
+
 import torch
 from torch import nn
 
@@ -12,15 +13,25 @@ class AlexNet(nn.Module):
         # The reference pads single-channel 28x28 inputs by 4 so they reach 32x32 after conv1.
         pad = 4 if in_channels == 1 else 2
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 128, 5, padding=pad), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(128, 192, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-            nn.Conv2d(192, 256, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(256, 192, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(192, 192, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(in_channels, 128, 5, padding=pad),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(128, 192, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(192, 256, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(256, 192, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(192, 192, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
         )
         size = (image_size + 2 * pad - 4) // 8
         if size < 1:
-            raise ValueError(f"AlexNet needs images of at least 8 pixels, got image_size={image_size}")
+            raise ValueError(
+                f"AlexNet needs images of at least 8 pixels, got image_size={image_size}"
+            )
         self.feature_dim = 192 * size * size
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 

@@ -1,4 +1,5 @@
 """The ConvNet of the dataset-distillation literature (DC, DSA, DM, MTT, IDC, IDM)."""
+
 import torch
 from torch import nn
 
@@ -13,15 +14,27 @@ class ConvNet(nn.Module):
     ``embed`` returns the flattened output of the last block (2048-d for width 128 on 32x32).
     """
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 128,
-                 depth: int = 3, norm: str = "instance", pooling: str = "avg"):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        width: int = 128,
+        depth: int = 3,
+        norm: str = "instance",
+        pooling: str = "avg",
+    ):
         super().__init__()
         if pooling not in POOLS:
             raise ValueError(f"pooling={pooling!r} is not one of {sorted(POOLS)}")
         layers, channels, size = [], in_channels, image_size
         for _ in range(depth):
-            layers += [nn.Conv2d(channels, width, 3, padding=1), norm_layer(norm, width),
-                       nn.ReLU(inplace=True), POOLS[pooling]()]
+            layers += [
+                nn.Conv2d(channels, width, 3, padding=1),
+                norm_layer(norm, width),
+                nn.ReLU(inplace=True),
+                POOLS[pooling](),
+            ]
             channels = width
             size = size // 2 if pooling != "none" else size
         if size < 1:

@@ -1,4 +1,5 @@
 """Normalization layers by name, as the dataset-distillation papers configure them."""
+
 from torch import nn
 
 

@@ -1,4 +1,5 @@
 """CIFAR-style ResNet-18: 3x3 stem, no max-pool, global average pooling (DC/CMI reference)."""
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -15,8 +16,9 @@ class BasicBlock(nn.Module):
         self.bn2 = norm_layer(norm, planes)
         self.shortcut = nn.Sequential()
         if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                                          norm_layer(norm, planes))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False), norm_layer(norm, planes)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -27,14 +29,20 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """``embed`` returns the globally average-pooled 512-d features."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, norm: str = "instance",
-                 width: int = 64):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        norm: str = "instance",
+        width: int = 64,
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
         self.bn1 = norm_layer(norm, width)
         blocks, planes = [], width
         for i, stride in enumerate((1, 2, 2, 2)):
-            out = width * 2 ** i
+            out = width * 2**i
             blocks += [BasicBlock(planes, out, stride, norm), BasicBlock(out, out, 1, norm)]
             planes = out
         self.layers = nn.Sequential(*blocks)

@@ -1,4 +1,5 @@
 """VGG-11 with instance norm, as in dataset-distillation papers (DC/DSA/DM code)."""
+
 import torch
 from torch import nn
 
@@ -11,8 +12,14 @@ class VGG(nn.Module):
     """``embed`` is the flattened output of the last block (512-d on 32x32). Max-pools that would
     shrink the feature map below 1x1 (images smaller than 32 pixels) are left out."""
 
-    def __init__(self, in_channels: int, num_classes: int, image_size: int, norm: str = "instance",
-                 layers: tuple = VGG11):
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        norm: str = "instance",
+        layers: tuple = VGG11,
+    ):
         super().__init__()
         blocks, channels, size = [], in_channels, image_size
         for i, item in enumerate(layers):
@@ -23,8 +30,11 @@ class VGG(nn.Module):
                 continue
             pad = 3 if in_channels == 1 and i == 0 else 1  # reference: 28x28 grey -> 32x32
             size += 2 * pad - 2
-            blocks += [nn.Conv2d(channels, item, 3, padding=pad), norm_layer(norm, item),
-                       nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(channels, item, 3, padding=pad),
+                norm_layer(norm, item),
+                nn.ReLU(inplace=True),
+            ]
             channels = item
         self.features = nn.Sequential(*blocks)
         self.feature_dim = channels * size * size

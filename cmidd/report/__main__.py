@@ -1,4 +1,5 @@
 """python -m cmidd.report <sweep dir>: writes report.md, runs.csv and the study's plots into it."""
+
 import argparse
 import sys
 from pathlib import Path
@@ -12,14 +13,22 @@ def report(root: Path) -> list:
     """Write the report of the sweep in ``root``; returns the files written."""
     runs = read_sweep(root)
     studies = sorted({r.get("study") for r in runs if r.get("study")})
-    sections = [f"# Sweep {root.name}", "",
-                f"{sum(r.ok for r in runs)} of {len(runs)} runs finished.", ""]
+    sections = [
+        f"# Sweep {root.name}",
+        "",
+        f"{sum(r.ok for r in runs)} of {len(runs)} runs finished.",
+        "",
+    ]
     for study in studies:
         if study in STUDIES:
             sections += [f"## {study}", "", STUDIES[study](runs), ""]
     problems = [r for r in runs if not r.ok]
-    sections += ["## All runs (mean ± std in %; std over seeds where there are several)", "",
-                 all_groups(runs), ""]
+    sections += [
+        "## All runs (mean ± std in %; std over seeds where there are several)",
+        "",
+        all_groups(runs),
+        "",
+    ]
     if problems:
         sections += ["## Failed or missing runs", ""]
         sections += [f"- `{r.path.relative_to(root)}`: {r.status}" for r in problems] + [""]

@@ -1,4 +1,5 @@
 """PNG plots of a sweep: accuracy against the weight (Figure 2) and against iteration (Figure 3)."""
+
 import statistics
 from collections import defaultdict
 
@@ -21,9 +22,14 @@ def weight_plot(runs: list, path) -> None:
     points = [(w, s) for w, s in points if s["mean"] is not None]
     fig, ax = plt.subplots(figsize=(5, 3.5))
     if points:
-        ax.errorbar([w for w, _ in points], [100 * s["mean"] for _, s in points],
-                    yerr=[100 * (s["std_seeds"] or s["std_networks"]) for _, s in points],
-                    marker="o", capsize=3, label="with CMI")
+        ax.errorbar(
+            [w for w, _ in points],
+            [100 * s["mean"] for _, s in points],
+            yerr=[100 * (s["std_seeds"] or s["std_networks"]) for _, s in points],
+            marker="o",
+            capsize=3,
+            label="with CMI",
+        )
     base = summarize(by_weight.get(0.0, []))
     if base["mean"] is not None:
         ax.axhline(100 * base["mean"], color="gray", linestyle="--", label="without CMI")

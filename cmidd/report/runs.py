@@ -1,4 +1,5 @@
 """Reading a sweep directory: one record per job, finished, failed or missing."""
+
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -10,9 +11,9 @@ import yaml
 @dataclass
 class Run:
     path: Path
-    key: str                    # the job's overrides without the seed: runs that differ by seed share it
+    key: str  # the job's overrides without the seed: runs that differ by seed share it
     seed: int = None
-    status: str = "missing"     # finished | failed: ... | missing: ...
+    status: str = "missing"  # finished | failed: ... | missing: ...
     results: dict = field(default_factory=dict)
 
     @property
@@ -66,11 +67,15 @@ def read_sweep(root: Path) -> list:
     """Every job under ``root``: a directory with Hydra's ``.hydra/`` or a ``results.json``."""
     if not root.is_dir():
         raise ValueError(f"{root} is not a directory")
-    job_dirs = sorted({p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
-                      | {p.parent for p in root.rglob("results.json")})
+    job_dirs = sorted(
+        {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
+        | {p.parent for p in root.rglob("results.json")}
+    )
     if not job_dirs:
-        raise ValueError(f"no runs under {root}: expected job directories with results.json "
-                         "or .hydra/ (the output of python launch.py -m ... or sweep=...)")
+        raise ValueError(
+            f"no runs under {root}: expected job directories with results.json "
+            "or .hydra/ (the output of python launch.py -m ... or sweep=...)"
+        )
     runs = []
     for job in job_dirs:
         overrides_file = job / ".hydra" / "overrides.yaml"
@@ -85,8 +90,9 @@ def read_sweep(root: Path) -> list:
         else:
             run.results = {"config": _job_config(job)}
             error = job / "error.txt"
-            run.status = "missing: " + (error.read_text().strip().splitlines()[-1] if error.exists()
-                                        else "no results.json")
+            run.status = "missing: " + (
+                error.read_text().strip().splitlines()[-1] if error.exists() else "no results.json"
+            )
         runs.append(run)
     return runs
 
@@ -105,11 +111,14 @@ def summarize(runs: list, arch: str = None) -> dict:
     done = [r for r in runs if r.ok]
     means = [accuracy(r, arch)[0] for r in done]
     networks = [a for r in done for a in accuracy(r, arch)[1]]
-    return {"n": len(runs), "done": len(done),
-            "mean": statistics.fmean(networks) if networks else None,
-            "std_networks": statistics.pstdev(networks) if len(networks) > 1 else 0.0,
-            "std_seeds": statistics.stdev(means) if len(means) > 1 else None,
-            "statuses": sorted({r.status for r in runs if not r.ok})}
+    return {
+        "n": len(runs),
+        "done": len(done),
+        "mean": statistics.fmean(networks) if networks else None,
+        "std_networks": statistics.pstdev(networks) if len(networks) > 1 else 0.0,
+        "std_seeds": statistics.stdev(means) if len(means) > 1 else None,
+        "statuses": sorted({r.status for r in runs if not r.ok}),
+    }
 
 
 def cell(summary: dict) -> str:

@@ -1,9 +1,10 @@
 """Markdown and CSV renderings of a sweep, laid out like the paper's tables."""
+
 import csv
 import io
 from collections import defaultdict
 
-from .runs import accuracy, cell, summarize
+from .runs import cell, summarize
 
 
 def _markdown(header: list, rows: list) -> str:
@@ -39,9 +40,12 @@ def all_groups(runs: list) -> str:
     archs = sorted({a for r in runs for a in (r.results.get("accuracy") or {})}) or ["accuracy"]
     rows = []
     for key, group in sorted(by_key.items()):
-        seeds = ", ".join(str(r.seed) for r in sorted(group, key=lambda r: (r.seed is None, r.seed)))
-        rows.append([key, seeds] + [cell(summarize(group, a if a != "accuracy" else None))
-                                    for a in archs])
+        seeds = ", ".join(
+            str(r.seed) for r in sorted(group, key=lambda r: (r.seed is None, r.seed))
+        )
+        rows.append(
+            [key, seeds] + [cell(summarize(group, a if a != "accuracy" else None)) for a in archs]
+        )
     return _markdown(["overrides", "seeds"] + archs, rows)
 
 
@@ -52,23 +56,36 @@ def table7(runs: list) -> str:
     rows = []
     for space in ("probability", "feature"):
         for pretrained in (False, True):
-            rows.append([space, "yes" if pretrained else "no"] +
-                        [cell(summarize(groups.get((space, pretrained, p), []))) if
-                         groups.get((space, pretrained, p)) else "missing" for p in proxies])
+            rows.append(
+                [space, "yes" if pretrained else "no"]
+                + [
+                    cell(summarize(groups.get((space, pretrained, p), [])))
+                    if groups.get((space, pretrained, p))
+                    else "missing"
+                    for p in proxies
+                ]
+            )
     return _markdown(["CMI space", "pre-trained"] + proxies, rows)
 
 
 def weight(runs: list) -> str:
     groups = _groups(runs, "cmi.weight")
-    rows = [[w, cell(summarize(g))] for (w,), g in
-            sorted(groups.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1)]
+    rows = [
+        [w, cell(summarize(g))]
+        for (w,), g in sorted(
+            groups.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1
+        )
+    ]
     return _markdown(["cmi.weight", "accuracy (%)"], rows)
 
 
 def proxy_arch(runs: list) -> str:
     """The CMI of the synthetic set at the start, at the end without and with CMI (Tables 10-11)."""
+
     def mean_cmi(group, which):
-        values = [r.results["cmi"][which] for r in group if r.ok and r.results["cmi"][which] is not None]
+        values = [
+            r.results["cmi"][which] for r in group if r.ok and r.results["cmi"][which] is not None
+        ]
         return f"{sum(values) / len(values):.4g}" if values else "missing"
 
     groups = _groups(runs, "proxy.name")
@@ -76,11 +93,27 @@ def proxy_arch(runs: list) -> str:
     for (proxy,), group in sorted(groups.items(), key=lambda i: _order(i[0][0])):
         base = [r for r in group if not _with_cmi(r)]
         reg = [r for r in group if _with_cmi(r)]
-        rows.append([proxy, mean_cmi(base + reg, "start"), mean_cmi(base, "end"), mean_cmi(reg, "end"),
-                     cell(summarize(base)) if base else "missing",
-                     cell(summarize(reg)) if reg else "missing"])
-    return _markdown(["proxy", "CMI start", "CMI end, without CMI", "CMI end, with CMI",
-                      "accuracy without CMI (%)", "accuracy with CMI (%)"], rows)
+        rows.append(
+            [
+                proxy,
+                mean_cmi(base + reg, "start"),
+                mean_cmi(base, "end"),
+                mean_cmi(reg, "end"),
+                cell(summarize(base)) if base else "missing",
+                cell(summarize(reg)) if reg else "missing",
+            ]
+        )
+    return _markdown(
+        [
+            "proxy",
+            "CMI start",
+            "CMI end, without CMI",
+            "CMI end, with CMI",
+            "accuracy without CMI (%)",
+            "accuracy with CMI (%)",
+        ],
+        rows,
+    )
 
 
 def _number(value) -> bool:
@@ -93,9 +126,26 @@ def _number(value) -> bool:
 
 STUDIES = {"table7": table7, "weight": weight, "proxy_arch": proxy_arch}
 
-COLUMNS = ["path", "key", "seed", "status", "method", "dataset", "ipc", "proxy", "cmi_space",
-           "cmi_pretrained", "cmi_weight", "arch", "accuracy", "accuracy_std", "cmi_start", "cmi_end",
-           "iterations", "seconds_per_iteration"]
+COLUMNS = [
+    "path",
+    "key",
+    "seed",
+    "status",
+    "method",
+    "dataset",
+    "ipc",
+    "proxy",
+    "cmi_space",
+    "cmi_pretrained",
+    "cmi_weight",
+    "arch",
+    "accuracy",
+    "accuracy_std",
+    "cmi_start",
+    "cmi_end",
+    "iterations",
+    "seconds_per_iteration",
+]
 
 
 def runs_csv(runs: list, root) -> str:
@@ -103,11 +153,25 @@ def runs_csv(runs: list, root) -> str:
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for run in runs:
-        common = [run.path.relative_to(root), run.key, run.seed, run.status, run.get("method.name"),
-                  run.get("dataset.name"), run.get("ipc"), run.get("proxy.name"),
-                  run.get("cmi.space"), run.get("cmi.pretrained"), run.get("cmi.weight")]
-        tail = [(run.results.get("cmi") or {}).get("start"), (run.results.get("cmi") or {}).get("end"),
-                run.results.get("iterations"), run.results.get("seconds_per_iteration")]
+        common = [
+            run.path.relative_to(root),
+            run.key,
+            run.seed,
+            run.status,
+            run.get("method.name"),
+            run.get("dataset.name"),
+            run.get("ipc"),
+            run.get("proxy.name"),
+            run.get("cmi.space"),
+            run.get("cmi.pretrained"),
+            run.get("cmi.weight"),
+        ]
+        tail = [
+            (run.results.get("cmi") or {}).get("start"),
+            (run.results.get("cmi") or {}).get("end"),
+            run.results.get("iterations"),
+            run.results.get("seconds_per_iteration"),
+        ]
         table = run.results.get("accuracy") or {None: {}}
         for arch, entry in table.items():
             writer.writerow(common + [arch, entry.get("mean"), entry.get("std")] + tail)

@@ -10,6 +10,7 @@ Safe for the jobs of a sweep sharing one cache: building holds a file lock (a se
 then finds the items built), and each file is written to a temporary name and renamed, the
 metadata last, so an item exists only once complete.
 """
+
 import hashlib
 import json
 import logging
@@ -19,8 +20,8 @@ from pathlib import Path
 import torch
 from filelock import FileLock, Timeout
 
-from .errors import UserError, describe
-from .progress import Progress
+from ..errors import UserError, describe
+from ..progress import Progress
 
 log = logging.getLogger(__name__)
 # What an item must agree on with the run's data.
@@ -33,7 +34,7 @@ class StoreError(UserError):
 
 def store_dir(root, data: dict, name: str, spec: dict) -> Path:
     """``data`` describes the training data (RealData.meta plus the loader's settings); ``spec``
-    everything else that decides the items."""
+    everything else that decides the items (the group's ``cache_key``: net, recipe, seed)."""
     digest = hashlib.sha256(json.dumps({"data": data, **spec}, sort_keys=True).encode())
     return Path(root).expanduser() / data["dataset"] / f"{name}-{digest.hexdigest()[:10]}"
 
@@ -73,8 +74,12 @@ class Store:
         try:
             lock.acquire(timeout=0)
         except Timeout:
-            log.info("waiting for another run that is building the %s %s (lock %s)", self.what,
-                     self.directory, lock.lock_file)
+            log.info(
+                "waiting for another run that is building the %s %s (lock %s)",
+                self.what,
+                self.directory,
+                lock.lock_file,
+            )
             lock.acquire()
         try:
             broken = {i: self._problem(i, real_meta) for i in range(size)}
@@ -86,8 +91,9 @@ class Store:
                     metas.append(self._meta(i))
                     continue
                 if broken[i] != "missing":
-                    log.warning("%s item %s is %s: rebuilding it", self.what, self.paths(i)[1],
-                                broken[i])
+                    log.warning(
+                        "%s item %s is %s: rebuilding it", self.what, self.paths(i)[1], broken[i]
+                    )
                 metas.append(self._build_one(i, real_meta, make))
                 progress.log(log, todo.index(i) + 1, "%s: %s %d built", self.what, self.prefix, i)
             return metas
@@ -129,27 +135,39 @@ class Store:
     def load(self, size: int, real_meta: dict, mmap: bool = False) -> list:
         """(payload, metadata) of items ``range(size)``, each checked against the run's data
         and its checksum; tensors stay on the CPU (memory-mapped with ``mmap``)."""
-        found = sorted(self.directory.glob(f"{self.prefix}_*.json")) if self.directory.is_dir() else []
+        found = (
+            sorted(self.directory.glob(f"{self.prefix}_*.json")) if self.directory.is_dir() else []
+        )
         if len(found) < size:
-            raise StoreError(f"{self.what} {self.directory} has {len(found)} of "
-                             f"{self.size_key}={size}; build it with: {self.rebuild}")
+            raise StoreError(
+                f"{self.what} {self.directory} has {len(found)} of "
+                f"{self.size_key}={size}; build it with: {self.rebuild}"
+            )
         items = []
         for i in range(size):
             meta_path, data_path = self.paths(i)
             try:
                 meta = json.loads(meta_path.read_text())
             except (OSError, ValueError) as error:
-                raise StoreError(f"{self.what} file {meta_path} is unusable ({describe(error)}); "
-                                 f"rebuild it with: {self.rebuild}") from None
+                raise StoreError(
+                    f"{self.what} file {meta_path} is unusable ({describe(error)}); "
+                    f"rebuild it with: {self.rebuild}"
+                ) from None
             for key in META_KEYS:
                 if meta.get(key) != real_meta.get(key):
-                    raise StoreError(f"{self.what} {self.directory} was built for {key}="
-                                     f"{meta.get(key)}, this run has {key}={real_meta.get(key)}; "
-                                     f"build a matching one with: {self.rebuild}")
-            if i not in self.verified and (not data_path.is_file()
-                                           or _sha256(data_path) != meta["sha256"]):
-                raise StoreError(f"{self.what} file {data_path} is missing or corrupt (checksum "
-                                 f"mismatch); rebuild it with: {self.rebuild}")
-            items.append((torch.load(data_path, map_location="cpu", weights_only=True, mmap=mmap),
-                          meta))
+                    raise StoreError(
+                        f"{self.what} {self.directory} was built for {key}="
+                        f"{meta.get(key)}, this run has {key}={real_meta.get(key)}; "
+                        f"build a matching one with: {self.rebuild}"
+                    )
+            if i not in self.verified and (
+                not data_path.is_file() or _sha256(data_path) != meta["sha256"]
+            ):
+                raise StoreError(
+                    f"{self.what} file {data_path} is missing or corrupt (checksum "
+                    f"mismatch); rebuild it with: {self.rebuild}"
+                )
+            items.append(
+                (torch.load(data_path, map_location="cpu", weights_only=True, mmap=mmap), meta)
+            )
         return items

@@ -1,0 +1,100 @@
+"""What a run is made of, built from config: the real data, the method with the pre-trained
+networks it declares (``method.needs``), the CMI term, the synthetic set and its optimizer."""
+
+import logging
+import warnings
+from types import SimpleNamespace
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from . import pretrained
+from .errors import UserError
+from .runtime import generator, resolve_device, seed_everything
+from .synthetic import SyntheticSet
+from .validate import check_config, check_data, check_zca
+from .whitening import whiten
+
+log = logging.getLogger(__name__)
+
+
+def load_real(cfg: DictConfig, device):
+    log.info("loading dataset %s", cfg.dataset.name)
+    try:
+        real = instantiate(cfg.dataset.loader, device=device)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise UserError(
+            f"dataset={cfg.dataset.name} could not be loaded: {cause} "
+            f"(data_root={cfg.data_root}, download={cfg.download})"
+        ) from error
+    check_zca(cfg)
+    if cfg.zca.enabled:
+        log.info("ZCA-whitening the data (eps %g)", cfg.zca.eps)
+        real = whiten(real, cfg.zca.eps)
+    return real
+
+
+def keep_baseline(cfg: DictConfig) -> None:
+    """A weight given for the CMI runs of a sweep (cmi=none,feature cmi.weight=100) must not turn
+    the baseline into a CMI run; the recorded config then says what ran."""
+    if cfg.cmi.name == "none" and cfg.cmi.get("weight") != 0:
+        log.warning(
+            "cmi=none: ignoring cmi.weight=%s (the baseline runs without CMI)",
+            cfg.cmi.get("weight"),
+        )
+        cfg.cmi.weight = 0.0
+
+
+def cmi_term(cfg: DictConfig, real, device):
+    """The run's CMI term (``cmi=...``) on its proxy pool; without a pool (and weight 0) CMI is
+    simply not measured (None)."""
+    weight = float(cfg.cmi.weight)
+    if weight > 0 and cfg.ipc == 1 and cfg.method.get("factor", 1) == 1:
+        warnings.warn(
+            f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
+            "one image, so it is its own centroid and the CMI term is identically 0",
+            stacklevel=2,
+        )
+    if not cfg.cmi.pretrained:
+        pool = pretrained.random_pool(cfg.proxy, real, device)
+    else:
+        try:
+            pool = pretrained.get("proxy", cfg, real, device)
+        except pretrained.StoreError:
+            if weight > 0:
+                raise
+            log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
+            return None
+    return instantiate(cfg.cmi)(pool=pool, generator=generator(cfg.seed, "proxy"))
+
+
+def components(cfg: DictConfig, real=None) -> SimpleNamespace:
+    """Everything a distillation run needs (also used by benchmarks/run.py)."""
+    keep_baseline(cfg)
+    check_config(cfg, strict=False)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    real = load_real(cfg, device) if real is None else real
+    check_data(cfg, real)
+    check_config(cfg)  # the table lookups left for after the data
+    needs = {kind: pretrained.get(kind, cfg, real, device) for kind in cfg.method.get("needs", [])}
+    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **needs)
+    cmi = cmi_term(cfg, real, device)
+    learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
+    synthetic = SyntheticSet.from_real(
+        real,
+        cfg.ipc,
+        generator(cfg.seed, "init"),
+        cfg.method.init,
+        cfg.method.get("factor", 1),
+        None if learn_lr is None else learn_lr.init,
+    )
+    groups = [{"params": [synthetic.images]}]
+    if learn_lr is not None:
+        groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
+    optimizer = instantiate(cfg.method.optimizer)(groups)
+    return SimpleNamespace(
+        device=device, real=real, method=method, cmi=cmi, synthetic=synthetic, optimizer=optimizer
+    )

@@ -1,0 +1,47 @@
+"""Networks trained on the real data and cached for later runs, one kind per config group:
+
+- ``proxy``: the proxy pool whose outputs the CMI term reads (``task=pretrain``);
+- ``expert``: the expert trajectories of trajectory matching (``task=buffer``).
+
+A task asks for a kind by name: ``get(kind, cfg, real, device)`` returns the run's object (a
+``ProxyPool``, ``Trajectories``), built first when missing if ``<group>.build_if_missing``;
+``build(kind, ...)`` trains what is missing and returns the items' metadata; ``location`` is the
+cache directory, named by the group's ``cache_key`` (``--cfg job --resolve`` shows it) and the
+loaded data's facts. A new kind is a module with a ``Kind`` and one line below.
+"""
+
+from . import experts, proxies
+from .kind import Kind
+from .proxies import ProxyPool, random_pool
+from .store import StoreError
+
+KINDS = {"proxy": proxies.KIND, "expert": experts.KIND}
+
+
+def kind(name: str) -> Kind:
+    return KINDS[name]
+
+
+def get(name: str, cfg, real, device):
+    return KINDS[name].get(cfg, real, device)
+
+
+def build(name: str, cfg, real, device) -> list:
+    return KINDS[name].build(cfg, real, device)
+
+
+def location(name: str, cfg, real):
+    return KINDS[name].location(cfg, real)
+
+
+__all__ = [
+    "KINDS",
+    "Kind",
+    "ProxyPool",
+    "StoreError",
+    "build",
+    "get",
+    "kind",
+    "location",
+    "random_pool",
+]
