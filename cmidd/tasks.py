@@ -133,6 +133,7 @@ def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:
     device = resolve_device(cfg.device)
     real = load_real(cfg, device)
     metas = pretrained.build(kind, cfg, real, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "kind": kind,
         "directory": str(pretrained.location(kind, cfg, real)),
