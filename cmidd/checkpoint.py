@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NEUTRAL = (
     "logger",
     "log_every",
+    "loss_every",
     "checkpoint",
     "resume",
     "device",

@@ -12,7 +12,6 @@ from omegaconf import DictConfig
 from . import pretrained
 from .errors import UserError
 from .runtime import generator, resolve_device, seed_everything
-from .synthetic import SyntheticSet
 from .validate import check_config, check_data, check_zca
 from .whitening import whiten
 
@@ -47,9 +46,17 @@ def keep_baseline(cfg: DictConfig) -> None:
         cfg.cmi.weight = 0.0
 
 
-def cmi_term(cfg: DictConfig, real, device):
-    """The run's CMI term (``cmi=...``) on its proxy pool; without a pool (and weight 0) CMI is
-    simply not measured (None)."""
+def proxy_pool(cfg: DictConfig, real, device):
+    """The run's proxy pool: untrained networks for ``cmi.pretrained=false``, else the cached,
+    pre-trained pool of ``proxy=...``."""
+    if not cfg.cmi.pretrained:
+        return pretrained.random_pool(cfg.proxy, real, device)
+    return pretrained.get("proxy", cfg, real, device)
+
+
+def cmi_term(cfg: DictConfig, real, device, pool=None):
+    """The run's CMI term (``cmi=...``) on its proxy pool (``pool`` if the method has loaded it
+    already); without a pool (and weight 0) CMI is simply not measured (None)."""
     weight = float(cfg.cmi.weight)
     if weight > 0 and cfg.ipc == 1 and cfg.method.get("factor", 1) == 1:
         warnings.warn(
@@ -57,11 +64,9 @@ def cmi_term(cfg: DictConfig, real, device):
             "one image, so it is its own centroid and the CMI term is identically 0",
             stacklevel=2,
         )
-    if not cfg.cmi.pretrained:
-        pool = pretrained.random_pool(cfg.proxy, real, device)
-    else:
+    if pool is None:
         try:
-            pool = pretrained.get("proxy", cfg, real, device)
+            pool = proxy_pool(cfg, real, device)
         except pretrained.StoreError:
             if weight > 0:
                 raise
@@ -81,9 +86,9 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     check_config(cfg)  # the table lookups left for after the data
     needs = {kind: pretrained.get(kind, cfg, real, device) for kind in cfg.method.get("needs", [])}
     method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **needs)
-    cmi = cmi_term(cfg, real, device)
+    cmi = cmi_term(cfg, real, device, needs.get("proxy"))
     learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
-    synthetic = SyntheticSet.from_real(
+    synthetic = method.initial_set(
         real,
         cfg.ipc,
         generator(cfg.seed, "init"),

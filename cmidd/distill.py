@@ -52,11 +52,12 @@ class Distillation:
         log_every: int = 50,
         config: dict = None,
         checkpointer=None,
+        loss_every: int = 10,
     ):
         self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi = Path(out_dir), logger, cmi
-        self.log_every, self.checkpointer = log_every, checkpointer
+        self.log_every, self.checkpointer, self.loss_every = log_every, checkpointer, loss_every
         # The term's own schedule (cmi.weight, cmi.every); no pool means no term.
         self.weight = cmi.weight if cmi is not None else 0.0
         self.cmi_every = cmi.every if cmi is not None else 1
@@ -65,6 +66,7 @@ class Distillation:
         self.results = {
             "accuracy": {},
             "accuracy_curve": [],
+            "loss_curve": [],  # {"iteration", "distill", "cmi", "total"} every loss_every
             "cmi": {"start": None, "end": None},
             "iterations": iterations,
             "seconds_per_iteration": None,
@@ -184,6 +186,13 @@ class Distillation:
                 "saved: run the same command to resume"
             )
 
+    def _record_losses(self, losses: dict) -> None:
+        """The loss curve of results.json (the paper's Figure 5), after the first iteration and
+        every ``loss_every`` iterations."""
+        if self.done == 1 or self.done % self.loss_every == 0:
+            point = {k.split("/")[1]: v for k, v in losses.items() if k.startswith("loss/")}
+            self.results.setdefault("loss_curve", []).append({"iteration": self.done, **point})
+
     def _log_progress(self, progress: Progress, losses: dict) -> None:
         if (self.done - 1) % self.log_every == 0 or self.done == self.iterations:
             progress.log(
@@ -221,6 +230,7 @@ class Distillation:
             seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
             self.done = iteration + 1
+            self._record_losses(losses)
             self._log_progress(progress, losses)
             self._checkpoint(self.done, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)

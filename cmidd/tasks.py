@@ -22,7 +22,21 @@ log = logging.getLogger(__name__)
 
 
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
+    if not cfg.method.get("takes_cmi", True) and cfg.cmi.name != "none":
+        return _skip(
+            cfg,
+            out_dir,
+            f"method={cfg.method.name} takes no CMI term, so "
+            f"cmi={cfg.cmi.name} has nothing to add: its cmi=none run is the result",
+        )
     parts = components(cfg)
+    if not parts.method.iterates and cfg.iterations != 0:
+        log.warning(
+            "method=%s selects its set and does not iterate: iterations=%s is ignored",
+            cfg.method.name,
+            cfg.iterations,
+        )
+        cfg.iterations = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
@@ -45,6 +59,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         logger,
         cmi=parts.cmi,
         log_every=cfg.log_every,
+        loss_every=cfg.loss_every,
         config=config,
         checkpointer=checkpointer,
     )
@@ -60,6 +75,14 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())
+    return results
+
+
+def _skip(cfg: DictConfig, out_dir: Path, why: str) -> dict:
+    log.warning("skipped: %s", why)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results = {"status": f"skipped: {why}", "config": _recorded(cfg)}
+    write_json(out_dir / "results.json", results)
     return results
 
 

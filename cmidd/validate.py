@@ -89,6 +89,7 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _number(cfg, "seed", 0, integer=True)
     _number(cfg, "iterations", 0, integer=True, strict=strict)
     _number(cfg, "log_every", 1, integer=True)
+    _number(cfg, "loss_every", 1, integer=True)
     _number(cfg, "checkpoint.every", 0, integer=True)
     _number(cfg, "cmi.weight", 0, integer=False, strict=strict)
     _number(cfg, "cmi.every", 1, integer=True)

@@ -124,7 +124,6 @@ def test_cfg_job_resolve_shows_the_weight_the_pool_identity_and_the_sizes(tmp_pa
     import sys
 
     import yaml
-
     from conftest import ROOT
 
     done = subprocess.run(
@@ -154,7 +153,7 @@ def test_cfg_job_resolve_shows_the_weight_the_pool_identity_and_the_sizes(tmp_pa
 
 
 def test_every_method_of_a_preset_has_its_own_settings_file():
-    # cpu_cifar10 leaves iterations to each method's file: a method without one is an error.
+    # cpu_cifar10 leaves iterations to each method's file (coresets do not iterate).
     for method in options("method"):
         cfg = compose_config(["experiment=cpu_cifar10", f"method={method}", "cmi.weight=1"])
-        assert cfg.iterations < cfg.method.iterations, method
+        assert cfg.iterations < cfg.method.iterations or cfg.method.iterations == 0, method

@@ -31,6 +31,7 @@ from collections.abc import Iterator
 import torch
 
 from ..runtime import build_seeded, generator
+from ..synthetic import SyntheticSet
 
 
 class Method(ABC):
@@ -38,6 +39,15 @@ class Method(ABC):
 
     cmi_every_step = False
     new_proxy_every_step = False
+    iterates = True  # False: the set is made by initial_set alone (the coreset baselines)
+
+    def initial_set(
+        self, real, ipc: int, generator, init: str = "real", factor: int = 1, lr: float = None
+    ):
+        """The synthetic set the iterations start from: ``ipc`` images per class from distinct
+        random real images (``factor``^2 of them tiled per stored image) or noise; the coreset
+        baselines select real images instead."""
+        return SyntheticSet.from_real(real, ipc, generator, init, factor, lr)
 
     @abstractmethod
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:

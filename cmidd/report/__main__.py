@@ -22,7 +22,7 @@ def report(root: Path) -> list:
     for study in studies:
         if study in STUDIES:
             sections += [f"## {study}", "", STUDIES[study](runs), ""]
-    problems = [r for r in runs if not r.ok]
+    problems = [r for r in runs if not r.ok and not r.status.startswith("skipped")]
     sections += [
         "## All runs (mean ± std in %; std over seeds where there are several)",
         "",
@@ -36,9 +36,9 @@ def report(root: Path) -> list:
     (root / "report.md").write_text("\n".join(sections))
     (root / "runs.csv").write_text(runs_csv(runs, root))
     for study in studies:
-        if study in PLOTS:
-            PLOTS[study](runs, root / f"{study}.png")
-            written.append(root / f"{study}.png")
+        for stem, plot in PLOTS.get(study, {}).items():
+            plot(runs, root / f"{stem}.png")
+            written.append(root / f"{stem}.png")
     return written
 
 

@@ -1,4 +1,5 @@
-"""PNG plots of a sweep: accuracy against the weight (Figure 2) and against iteration (Figure 3)."""
+"""PNG plots of a sweep: accuracy against the weight (Figure 2), accuracy against iteration
+(Figure 3) and the distillation loss against iteration (Figure 5)."""
 
 import statistics
 from collections import defaultdict
@@ -62,4 +63,27 @@ def curve_plot(runs: list, path) -> None:
     plt.close(fig)
 
 
-PLOTS = {"weight": weight_plot, "curve": curve_plot}
+def loss_plot(runs: list, path) -> None:
+    """L_DD (the distillation loss, without the CMI term) against iteration, with and without
+    CMI, averaged over the runs of each (the paper's Figure 5), from results.json's loss_curve."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    by_setting = defaultdict(list)
+    for run in runs:
+        if run.ok and run.results.get("loss_curve"):
+            by_setting["with CMI" if float(run.get("cmi.weight")) else "without CMI"].append(run)
+    for label, group in sorted(by_setting.items()):
+        per_iteration = defaultdict(list)
+        for run in group:
+            for point in run.results["loss_curve"]:
+                per_iteration[point["iteration"]].append(point["distill"])
+        xs = sorted(per_iteration)
+        ax.plot(xs, [statistics.fmean(per_iteration[x]) for x in xs], label=label)
+    ax.set(xlabel="iteration", ylabel="L_DD", title="Distillation loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# Per study, the plots of its report: {file stem: function}.
+PLOTS = {"weight": {"weight": weight_plot}, "curve": {"curve": curve_plot, "loss": loss_plot}}

@@ -116,6 +116,72 @@ def proxy_arch(runs: list) -> str:
     )
 
 
+CORESETS = ("random", "herding", "kcenter", "forgetting")
+BASES = ("dm", "dc", "dsa", "idc", "idm", "mtt")
+ARCHS = ("convnet", "alexnet", "vgg11", "resnet18")
+
+
+def _methods(runs: list) -> list:
+    """The methods of the runs in the paper's order: coresets, then base methods, then others."""
+    names = {r.get("method.name") for r in runs if r.get("method.name")}
+    order = [*CORESETS, *BASES]
+    return sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
+
+
+def _delta(base: dict, reg: dict) -> str:
+    if base["mean"] is None or reg["mean"] is None:
+        return "missing"
+    return f"{100 * (reg['mean'] - base['mean']):+.2f}"
+
+
+def _method_rows(runs: list, columns: list, select) -> list:
+    """Per method: its row without CMI, and for a base method the +CMI row and the Delta row;
+    ``select(group, column)`` summarizes the runs of one cell."""
+    rows = []
+    for method in _methods(runs):
+        mine = [r for r in runs if r.get("method.name") == method]
+        base = [r for r in mine if not _with_cmi(r)]
+        reg = [r for r in mine if _with_cmi(r)]
+        rows.append(
+            [method.upper() if method in BASES else method.capitalize()]
+            + [cell(select(base, c)) if base else "missing" for c in columns]
+        )
+        if method in CORESETS and not reg:
+            continue
+        rows.append(
+            [f"{method.upper()} + CMI"]
+            + [cell(select(reg, c)) if reg else "missing" for c in columns]
+        )
+        rows.append(["Δ"] + [_delta(select(base, c), select(reg, c)) for c in columns])
+    return rows
+
+
+def table1(runs: list) -> str:
+    """The paper's Table 1: rows by method (coresets, then each base method, its +CMI row and
+    the difference), columns dataset x IPC; mean ± std over seeds, in %."""
+    runs = [r for r in runs if not r.status.startswith("skipped")]
+    columns = sorted({(r.get("dataset.name"), r.get("ipc")) for r in runs}, key=str)
+
+    def select(group, column):
+        return summarize([r for r in group if (r.get("dataset.name"), r.get("ipc")) == column])
+
+    header = ["method"] + [f"{d} IPC {i}" for d, i in columns]
+    return _markdown(header, _method_rows(runs, columns, select))
+
+
+def table5(runs: list) -> str:
+    """The paper's Table 5: rows by method (+CMI, difference), columns the evaluation
+    architectures of eval=cross_arch; mean ± std over seeds, in %."""
+    runs = [r for r in runs if not r.status.startswith("skipped")]
+    found = {a for r in runs for a in (r.results.get("accuracy") or {})}
+    columns = [a for a in ARCHS if a in found] + sorted(found - set(ARCHS))
+
+    def select(group, arch):
+        return summarize(group, arch)
+
+    return _markdown(["method"] + columns, _method_rows(runs, columns, select))
+
+
 def _number(value) -> bool:
     try:
         float(value)
@@ -124,7 +190,13 @@ def _number(value) -> bool:
         return False
 
 
-STUDIES = {"table7": table7, "weight": weight, "proxy_arch": proxy_arch}
+STUDIES = {
+    "table1": table1,
+    "table5": table5,
+    "table7": table7,
+    "weight": weight,
+    "proxy_arch": proxy_arch,
+}
 
 COLUMNS = [
     "path",
