@@ -193,15 +193,17 @@ class Distillation:
             point = {k.split("/")[1]: v for k, v in losses.items() if k.startswith("loss/")}
             self.results.setdefault("loss_curve", []).append({"iteration": self.done, **point})
 
-    def _log_progress(self, progress: Progress, losses: dict) -> None:
+    def _log_progress(self, progress: Progress, losses: dict, eval_times: list) -> None:
+        """A progress line; its time left counts the evaluations still due at their mean time
+        so far (they are not per iteration, so the rate leaves them out)."""
         if (self.done - 1) % self.log_every == 0 or self.done == self.iterations:
-            progress.log(
-                log,
-                self.done,
-                "iteration %d: %s",
-                self.done,
-                ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items()),
+            due = sum(
+                self.evaluator.due(i, self.iterations)
+                for i in range(self.done, self.iterations + 1)
             )
+            extra = due * sum(eval_times) / len(eval_times) if eval_times else 0.0
+            losses = ", ".join(f"{k.split('/')[1]} {v:.4g}" for k, v in losses.items())
+            progress.log(log, self.done, "iteration %d: %s", self.done, losses, extra=extra)
 
     def run(self, state: dict = None) -> dict:
         """Distill from scratch, or from a checkpoint's ``state`` (a finished run's too, to
@@ -215,9 +217,13 @@ class Distillation:
             self.results["cmi"]["start"] = self._measure_cmi()
         progress = Progress(self.iterations, start)
         evaluated = {p["iteration"] for p in self.results["accuracy_curve"]}
+        eval_times = []
         for iteration in range(start, self.iterations):
             if self.evaluator.due(iteration, self.iterations) and iteration not in evaluated:
+                tic = time.perf_counter()
                 self._evaluate(iteration)
+                eval_times.append(time.perf_counter() - tic)
+                progress.exclude(eval_times[-1])
             tic = time.perf_counter()
             before = self.synthetic.snapshot()
             try:
@@ -231,7 +237,7 @@ class Distillation:
             self.logger.log(losses, step=iteration)
             self.done = iteration + 1
             self._record_losses(losses)
-            self._log_progress(progress, losses)
+            self._log_progress(progress, losses, eval_times)
             self._checkpoint(self.done, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
         self.results["cmi"]["end"] = self._measure_cmi()

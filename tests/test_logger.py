@@ -57,3 +57,16 @@ def test_a_broken_logger_does_not_fail_the_run(tiny, tmp_path, monkeypatch):
     results = distill(tiny("logger=wandb"), tmp_path)
     assert results["status"] == "finished"
     assert json.loads((tmp_path / "results.json").read_text())["status"] == "finished"
+
+
+def test_progress_rate_leaves_out_evaluations_and_adds_those_still_due():
+    from cmidd.progress import Progress
+
+    now = [100.0]
+    progress = Progress(10, clock=lambda: now[0])
+    now[0] += 30.0  # an evaluation before the first step
+    progress.exclude(30.0)
+    now[0] += 2.0  # one step of 2 s
+    assert progress.status(1) == "1/10, 2 s/it, 18s left"
+    assert progress.status(1, extra=60.0) == "1/10, 2 s/it, 1m 18s left"
+    assert Progress(5).status(0) == "0/5"
