@@ -69,7 +69,7 @@ class Coreset(Method):
 
     iterates = False
 
-    def __init__(self, real, seed: int, device, **needs):
+    def __init__(self, real, seed: int, device):
         self.real, self.seed, self.device = real, seed, device
 
     def initial_set(self, real, ipc: int, generator, *unused):
@@ -107,7 +107,8 @@ class _FeatureCoreset(Coreset):
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.net.embed(b) for b in images.split(self.batch_size)]).float()
+        batches = range(0, len(images), self.batch_size)
+        return torch.cat([self.net.embed(images[i : i + self.batch_size]) for i in batches]).float()
 
 
 class Herding(_FeatureCoreset):

@@ -13,12 +13,11 @@ def report(root: Path) -> list:
     """Write the report of the sweep in ``root``; returns the files written."""
     runs = read_sweep(root)
     studies = sorted({r.get("study") for r in runs if r.get("study")})
-    sections = [
-        f"# Sweep {root.name}",
-        "",
-        f"{sum(r.ok for r in runs)} of {len(runs)} runs finished.",
-        "",
-    ]
+    skipped = sum(r.status.startswith("skipped") for r in runs)
+    count = f"{sum(r.ok for r in runs)} of {len(runs)} runs finished"
+    if skipped:
+        count += f", {skipped} skipped (methods that take no CMI term, with cmi other than none)"
+    sections = [f"# Sweep {root.name}", "", count + ".", ""]
     for study in studies:
         if study in STUDIES:
             sections += [f"## {study}", "", STUDIES[study](runs), ""]

@@ -65,25 +65,33 @@ def curve_plot(runs: list, path) -> None:
 
 def loss_plot(runs: list, path) -> None:
     """L_DD (the distillation loss, without the CMI term) against iteration, with and without
-    CMI, averaged over the runs of each (the paper's Figure 5), from results.json's loss_curve."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    by_setting = defaultdict(list)
+    CMI, averaged over the runs of each (the paper's Figure 5), from results.json's loss_curve;
+    one panel per method, whose losses have different scales."""
+    by_method = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.ok and run.results.get("loss_curve"):
-            by_setting["with CMI" if float(run.get("cmi.weight")) else "without CMI"].append(run)
-    for label, group in sorted(by_setting.items()):
-        per_iteration = defaultdict(list)
-        for run in group:
-            for point in run.results["loss_curve"]:
-                per_iteration[point["iteration"]].append(point["distill"])
-        xs = sorted(per_iteration)
-        ax.plot(xs, [statistics.fmean(per_iteration[x]) for x in xs], label=label)
-    ax.set(xlabel="iteration", ylabel="L_DD", title="Distillation loss")
-    ax.legend()
+            setting = "with CMI" if float(run.get("cmi.weight")) else "without CMI"
+            by_method[run.get("method.name")][setting].append(run)
+    panels = max(len(by_method), 1)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)
+    for ax, (method, by_setting) in zip(axes[0], sorted(by_method.items()), strict=False):
+        for label, group in sorted(by_setting.items()):
+            per_iteration = defaultdict(list)
+            for run in group:
+                for point in run.results["loss_curve"]:
+                    per_iteration[point["iteration"]].append(point["distill"])
+            xs = sorted(per_iteration)
+            ax.plot(xs, [statistics.fmean(per_iteration[x]) for x in xs], label=label)
+        ax.set(xlabel="iteration", ylabel="L_DD", title=f"Distillation loss, {method}")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
 # Per study, the plots of its report: {file stem: function}.
-PLOTS = {"weight": {"weight": weight_plot}, "curve": {"curve": curve_plot, "loss": loss_plot}}
+PLOTS = {
+    "weight": {"weight": weight_plot},
+    "curve": {"curve": curve_plot, "loss": loss_plot},
+    "table1": {"loss": loss_plot},
+}

@@ -127,7 +127,10 @@ def cell(summary: dict) -> str:
     if summary is None or summary["n"] == 0:
         return "missing"
     if summary["done"] == 0:
-        return "failed" if any(s.startswith("failed") for s in summary["statuses"]) else "missing"
+        statuses = summary["statuses"]
+        if statuses and all(s.startswith("skipped") for s in statuses):
+            return "skipped"
+        return "failed" if any(s.startswith("failed") for s in statuses) else "missing"
     std = summary["std_seeds"] if summary["std_seeds"] is not None else summary["std_networks"]
     text = f"{100 * summary['mean']:.2f} ± {100 * std:.2f}"
     if summary["done"] < summary["n"]:

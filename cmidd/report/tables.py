@@ -118,6 +118,7 @@ def proxy_arch(runs: list) -> str:
 
 CORESETS = ("random", "herding", "kcenter", "forgetting")
 BASES = ("dm", "dc", "dsa", "idc", "idm", "mtt")
+LABELS = {"kcenter": "K-Center"}  # the paper's spelling where capitalizing the option is not it
 ARCHS = ("convnet", "alexnet", "vgg11", "resnet18")
 
 
@@ -143,7 +144,7 @@ def _method_rows(runs: list, columns: list, select) -> list:
         base = [r for r in mine if not _with_cmi(r)]
         reg = [r for r in mine if _with_cmi(r)]
         rows.append(
-            [method.upper() if method in BASES else method.capitalize()]
+            [LABELS.get(method, method.upper() if method in BASES else method.capitalize())]
             + [cell(select(base, c)) if base else "missing" for c in columns]
         )
         if method in CORESETS and not reg:
