@@ -10,8 +10,9 @@
 Sections: accuracy (base vs base+CMI per method over seeds, the random-real floor, the accuracy
 kept with cmi.every, and convergence from the accuracy curves), cost (seconds per iteration,
 side by side, as ratios), evaluation (one evaluation, sequential vs vectorized networks) and
-memory (the CMI term, whole set vs per class) and mtt_memory (one MTT iteration by the number
-of unrolled student steps). Writes <out>/benchmarks.json and
+memory (the CMI term, whole set vs per class), mtt_memory (one MTT iteration by the number
+of unrolled student steps) and storage (DM with the real images in memory vs on disk: time per
+iteration side by side, peak resident memory). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
 
@@ -24,11 +25,12 @@ import time
 from pathlib import Path
 
 import torch
+from data_cost import storage_cost
 from hydra import compose, initialize_config_dir
 from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
 from summary import accuracy_tables, write_summary
 
-SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory")
+SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory", "storage")
 
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
@@ -42,6 +44,7 @@ FULL = {
     "paper_eval": True,
     # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
     "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
+    "storage_iterations": 20,  # DM with the real images in memory vs on disk (dataset.storage)
     # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
     # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
     "paper_step": {
@@ -80,6 +83,7 @@ QUICK = {
     "memory": {"classes": 10, "ipc": 5},
     "paper_eval": False,
     "mtt_memory": {"classes": 10, "ipc": 2, "steps": [1, 2], "width": 8},
+    "storage_iterations": None,  # digits are held in memory only
     "paper_step": {
         "overrides": [
             "dataset=digits",
@@ -179,6 +183,13 @@ def run_mtt_memory(settings: dict, compose_fn, device: str) -> dict:
     return mtt_memory(net, device=device, **spec)
 
 
+def run_storage(settings: dict, compose_fn) -> dict:
+    if settings["storage_iterations"] is None:
+        return {"skipped": "the quick settings' digits are held in memory only"}
+    overrides = _method_overrides(settings, "dm")
+    return storage_cost(compose_fn, overrides, settings["storage_iterations"])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny digits settings, < 1 minute")
@@ -247,6 +258,8 @@ def main(argv=None) -> int:
                 result = run_memory(settings, compose_fn, device)
             elif section == "mtt_memory":
                 result = run_mtt_memory(settings, compose_fn, device)
+            elif section == "storage":
+                result = run_storage(settings, compose_fn)
             report["sections"][section] = {**result, "seconds": time.perf_counter() - tic}
             # Written after every section: a later failure never loses what is measured.
             (out / "benchmarks.json").write_text(json.dumps(report, indent=2, default=str))

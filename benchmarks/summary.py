@@ -229,6 +229,20 @@ def _lines(report: dict) -> list:
             + " | ".join(f"{v:.0f}" for v in m["mib_by_steps"].values())
             + f" | {m['mib_per_step']:.1f} |",
         ]
+    if "storage" in s and "skipped" not in s["storage"]:
+        r = s["storage"]
+        t, peak = r["seconds_per_iteration"], r["peak_resident_mib"]
+        lines += [
+            "",
+            "## DM with the real images in memory vs on disk (dataset.storage)",
+            "",
+            "| storage | s/it | peak resident MiB |",
+            "|---|---|---|",
+            f"| memory | {t['memory']:.3f} | {peak['memory']:.0f} |",
+            f"| disk | {t['disk']:.3f} | {peak['disk']:.0f} |",
+            f"| disk / memory | {r['ratio_disk_to_memory']:.2f} | "
+            f"{r['ratio_peak_disk_to_memory']:.2f} |",
+        ]
     return lines
 
 

@@ -1,29 +1,44 @@
 """What a run is made of, built from config: the real data, the method with the pre-trained
 networks it declares (``method.needs``), the CMI term, the synthetic set and its optimizer."""
 
+import hashlib
+import json
 import logging
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import pretrained
 from .errors import UserError
 from .runtime import generator, resolve_device, seed_everything
+from .storage import Storage
 from .validate import check_config, check_data, check_zca
 from .whitening import whiten
 
 log = logging.getLogger(__name__)
 
 
+def storage(cfg: DictConfig) -> Storage:
+    """Where the real images will live (``dataset.storage``); a disk cache is named by the
+    loader's options (the data's place and transform included)."""
+    loader = OmegaConf.to_container(cfg.dataset.loader, resolve=True)
+    key = hashlib.sha1(json.dumps(loader, sort_keys=True, default=str).encode()).hexdigest()
+    folder = Path(cfg.data_root).expanduser() / "decoded" / f"{cfg.dataset.name}-{key[:10]}"
+    return Storage(cfg.dataset.storage, cfg.dataset.memory_budget_gb, folder, cfg.dataset.workers)
+
+
 def load_real(cfg: DictConfig, device):
     log.info("loading dataset %s", cfg.dataset.name)
     try:
-        real = instantiate(cfg.dataset.loader, device=device)
+        real = instantiate(cfg.dataset.loader, device=device, storage=storage(cfg))
     except InstantiationException as error:
         cause = error.__cause__ or error
+        if isinstance(cause, UserError):  # a layout problem, already naming its path
+            raise cause from error
         raise UserError(
             f"dataset={cfg.dataset.name} could not be loaded: {cause} "
             f"(data_root={cfg.data_root}, download={cfg.download})"

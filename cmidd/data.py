@@ -1,8 +1,9 @@
-"""Real datasets, loaded once into per-class tensors on the run's device.
+"""Real datasets, loaded once into per-class images on the run's device or on disk.
 
 Every loader returns a ``RealData``: normalized training images split by class, the normalized
 test set, and the normalization statistics. Which torchvision dataset class to read is the
-config's ``_target_``; this module only turns a dataset into tensors.
+config's ``_target_``; this module turns a dataset of uint8 images into what ``storage``
+(``cmidd.storage``, ``dataset.storage``) holds: float tensors, or memory-mapped uint8 arrays.
 """
 
 import os
@@ -13,6 +14,9 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+
+from .errors import UserError
+from .storage import Storage, targets_of
 
 
 @dataclass
@@ -26,6 +30,7 @@ class RealData:
     class_names: list = ()
     whitening: object = field(default=None, repr=False)  # a fitted ZCA (cmidd.whitening), or None
     zca_eps: float = None
+    train_all: object = field(default=None, repr=False)  # disk storage: every class, in order
 
     @property
     def num_classes(self) -> int:
@@ -72,7 +77,8 @@ class RealData:
         return images, labels.to(images.device)
 
     def train_tensors(self) -> tuple:
-        images = torch.cat(self.train)
+        """All training images, class by class, and their labels."""
+        images = torch.cat(self.train) if self.train_all is None else self.train_all
         labels = torch.cat(
             [torch.full((len(x),), c, device=x.device) for c, x in enumerate(self.train)]
         )
@@ -112,9 +118,9 @@ def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, clas
     )
 
 
-def _to_uint8(dataset) -> tuple:
+def _to_uint8(dataset, workers: int = 2) -> tuple:
     """Stack a dataset of (uint8 tensor image, label) items into one uint8 tensor and labels."""
-    loader = DataLoader(dataset, batch_size=1000, num_workers=min(2, os.cpu_count() or 1))
+    loader = DataLoader(dataset, batch_size=1000, num_workers=min(workers, os.cpu_count() or 1))
     xs, ys = zip(*loader, strict=True)
     return torch.cat(xs), torch.cat(ys).long()
 
@@ -134,18 +140,46 @@ def _from_uint8(name, train, test, mean, std, device, class_names) -> RealData:
     )
 
 
-def load_torchvision(name: str, train, test, device, mean=None, std=None) -> RealData:
-    """``train``/``test`` are torchvision datasets (built from config) yielding uint8 tensors."""
-    return _from_uint8(
-        name, _to_uint8(train), _to_uint8(test), mean, std, device, getattr(train, "classes", None)
-    )
+def load_torchvision(
+    name: str,
+    train,
+    test,
+    device,
+    mean=None,
+    std=None,
+    storage: Storage = None,
+    classes=None,
+    where=None,
+    decoded=None,
+) -> RealData:
+    """``train``/``test`` are torchvision datasets (built from config) yielding uint8 tensors;
+    ``storage`` holds them in memory (the default) or on disk; ``where``: the data's place, for
+    messages; ``decoded()``: the splits as uint8 tensors, faster than decoding them, if cached."""
+    storage = storage or Storage("memory", float("inf"), None)
+    classes = classes or getattr(train, "classes", None)
+    if storage.choose(where or getattr(train, "root", name), train, test) == "memory":
+        if decoded is not None:
+            splits = decoded()
+            return _from_uint8(name, splits["train"], splits["test"], mean, std, device, classes)
+        train, test = (_to_uint8(split, storage.workers) for split in (train, test))
+        return _from_uint8(name, train, test, mean, std, device, classes)
+    storage.decoded(train, test, classes or sorted(set(targets_of(train).tolist())))
+    return storage.open(name, mean, std, device)
 
 
 def load_digits(
-    name: str, device, test_fraction: float = 0.3, split_seed: int = 0, mean=None, std=None
+    name: str,
+    device,
+    test_fraction: float = 0.3,
+    split_seed: int = 0,
+    mean=None,
+    std=None,
+    storage: Storage = None,
 ) -> RealData:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images), with a fixed stratified
-    split."""
+    split; always in memory (its 16 grey levels are not uint8 pixels)."""
+    if storage is not None and storage.mode == "disk":
+        raise UserError("dataset.storage=disk: dataset=digits is held in memory (0.5 MB)")
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
@@ -213,20 +247,16 @@ def _decoded_once(root: Path) -> dict:
 
 
 def load_imagefolder(
-    name: str, root: str, device, archive: str = None, mean=None, std=None
+    name: str, root: str, device, archive: str = None, mean=None, std=None, storage=None
 ) -> RealData:
-    """``root/train`` and ``root/test`` in ImageFolder layout (TinyImageNet, custom data); with
-    ``archive``, ``root`` is first unpacked from it (once) and its decoded tensors are cached."""
+    """``root/train`` and ``root/test`` in ImageFolder layout (custom data); with ``archive``,
+    ``root`` is first unpacked from it (once) and its decoded tensors are cached."""
     from torchvision.datasets import ImageFolder
     from torchvision.transforms import PILToTensor
 
-    if archive:
-        decoded = _decoded_once(unpack_once(archive, root))
-        return _from_uint8(
-            name, decoded["train"], decoded["test"], mean, std, device, decoded["classes"]
-        )
-    splits = [
-        ImageFolder(str(Path(root).expanduser() / split), transform=PILToTensor())
-        for split in ("train", "test")
-    ]
-    return load_torchvision(name, *splits, device=device, mean=mean, std=std)
+    root = unpack_once(archive, root) if archive else Path(root).expanduser()
+    train, test = (
+        ImageFolder(str(root / split), transform=PILToTensor()) for split in ("train", "test")
+    )
+    cached = (lambda: _decoded_once(root)) if archive else None
+    return load_torchvision(name, train, test, device, mean, std, storage, None, root, cached)

@@ -11,6 +11,7 @@ import torch
 from kornia.enhance import ZCAWhitening
 
 from .data import RealData, denormalize
+from .errors import UserError
 
 
 def _pixels(images: torch.Tensor, real: RealData) -> torch.Tensor:
@@ -21,6 +22,10 @@ def whiten(real: RealData, eps: float) -> RealData:
     """``real`` ZCA-whitened (its ``whitening`` keeps the fit for showing images as pixels)."""
     if real.whitening is not None:
         raise ValueError(f"dataset {real.name} is already whitened")
+    if real.train_all is not None:
+        raise UserError(
+            "zca.enabled=true fits and whitens all images in memory: use dataset.storage=memory"
+        )
     zca = ZCAWhitening(eps=float(eps), compute_inv=True)
     zca.fit(torch.cat([_pixels(x, real) for x in real.train]))
     with torch.no_grad():
