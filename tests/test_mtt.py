@@ -155,10 +155,14 @@ def test_zca_whitens_the_data_keeps_caches_apart_and_inverts_for_display(mtt, tm
         ("cifar100", 1, (20, 3, 20, 1000, 1e-5, 0.01, 100, True)),
         ("cifar100", 10, (20, 2, 20, 1000, 1e-5, 0.01, 1000, False)),
         ("cifar100", 50, (80, 2, 40, 1000, 1e-5, 0.01, 125, True)),
+        ("tinyimagenet", 1, (10, 2, 10, 10000, 1e-4, 0.01, 200, False)),  # DC-bench lines 71-83
+        ("tinyimagenet", 10, (20, 2, 40, 10000, 1e-4, 0.01, 200, False)),
+        ("tinyimagenet", 50, (20, 2, 40, 10000, 1e-4, 0.01, 300, False)),
     ],
 )
 def test_paper_presets_compose_with_the_mtt_table(data, ipc, expected):
-    cfg = compose_config(["experiment=paper", "method=mtt", f"dataset={data}", f"ipc={ipc}"])
+    root = ["dataset.loader.root=/data/tiny"] if data == "tinyimagenet" else []
+    cfg = compose_config(["experiment=paper", "method=mtt", f"dataset={data}", f"ipc={ipc}", *root])
     a = cfg.method.algorithm
     assert (
         a.syn_steps,
