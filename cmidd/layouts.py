@@ -7,7 +7,8 @@
 
 Each layout problem (a missing file, an empty class folder, class sets that differ between the
 splits) is a one-line ``UserError`` naming the path. Images are resized by the loader's
-``transform`` (config) and decoded to uint8 once per run.
+``transform`` (config) and held as ``dataset.storage`` says (``cmidd.storage``). Classes are
+numbered in sorted wnid order, torchvision's convention.
 """
 
 from pathlib import Path
