@@ -24,7 +24,16 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((out / "benchmarks.json").read_text())
     sections = report["sections"]
-    assert set(sections) == {"accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory"}
+    assert set(sections) == {
+        "accuracy",
+        "cost",
+        "paper_step",
+        "evaluation",
+        "memory",
+        "mtt_memory",
+        "storage",
+    }
+    assert "skipped" in sections["storage"]  # the quick settings' digits stay in memory
     assert sections["paper_step"]["speedup"] > 0
     for method in ("dm", "dsa"):
         acc = sections["accuracy"][method]
