@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from .errors import UserError
-from .storage import Storage, targets_of
+from .storage import Storage, normalize, targets_of
 
 
 @dataclass
@@ -85,11 +85,6 @@ class RealData:
         return images, labels
 
 
-def _normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    view = (1, -1, 1, 1)
-    return (images - torch.tensor(mean).view(view)) / torch.tensor(std).view(view)
-
-
 def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
     """Normalized images back to pixels in [0, 1] (not clamped)."""
     view = (1, -1, 1, 1)
@@ -104,13 +99,13 @@ def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, clas
         mean = train_x.mean(dim=(0, 2, 3)).tolist()
         std = train_x.std(dim=(0, 2, 3)).tolist()
     mean, std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
-    train_x = _normalize(train_x, mean, std)
+    train_x = normalize(train_x, mean, std)
     classes = int(train_y.max()) + 1
     train = [train_x[train_y == c].to(device) for c in range(classes)]
     return RealData(
         name=name,
         train=train,
-        test_images=_normalize(test_x, mean, std).to(device),
+        test_images=normalize(test_x, mean, std).to(device),
         test_labels=test_y.long().to(device),
         mean=mean,
         std=std,

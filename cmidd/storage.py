@@ -30,13 +30,19 @@ from .errors import UserError
 log = logging.getLogger(__name__)
 
 
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Pixels in [0, 1] to normalized images: the one conversion of both storages, so that they
+    give the same numbers."""
+    view = (1, -1, 1, 1)
+    mean = torch.tensor(mean, device=images.device).view(view)
+    return (images - mean) / torch.tensor(std, device=images.device).view(view)
+
+
 class DiskImages:
     """Normalized float images read on demand from a uint8 array [n, C, H, W]."""
 
     def __init__(self, array: np.ndarray, mean, std, device):
-        self.array, self.device = array, torch.device(device)
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1).to(self.device)
-        self.std = torch.tensor(std).view(1, -1, 1, 1).to(self.device)
+        self.array, self.device, self.mean, self.std = array, torch.device(device), mean, std
 
     def __len__(self) -> int:
         return len(self.array)
@@ -51,7 +57,7 @@ class DiskImages:
         if not isinstance(index, slice | np.ndarray):
             raise TypeError("DiskImages take a slice or an index tensor")
         rows = torch.from_numpy(np.array(self.array[index])).to(self.device)  # a private copy
-        return (rows.float().div_(255) - self.mean) / self.std
+        return normalize(rows.float().div_(255), self.mean, self.std)
 
 
 def targets_of(dataset) -> np.ndarray:
