@@ -1,6 +1,7 @@
-"""The cost of ``dataset.storage``: DM's seconds per iteration with the real images in memory
-and on disk (both loops stepped in turn in one process), and each one's peak resident memory
-for a whole run of ``iterations`` (each in a fresh process: load, build, iterate)."""
+"""The cost of ``dataset.storage``: DM's seconds per iteration with the real images in memory,
+memory-mapped on disk and streamed from their files (the loops stepped in turn in one process),
+and each one's peak resident memory for a whole run of ``iterations`` (each in a fresh process:
+load, build, iterate)."""
 
 import json
 import subprocess
@@ -11,7 +12,7 @@ from measure import ROOT, _alternate, _loop, _peak_resident_bytes
 
 from cmidd.components import components
 
-STORAGES = ("memory", "disk")
+STORAGES = ("memory", "disk", "stream")
 
 
 def storage_cost(compose_fn, overrides: list, iterations: int) -> dict:
@@ -20,13 +21,15 @@ def storage_cost(compose_fn, overrides: list, iterations: int) -> dict:
     mean = _alternate({s: _loop(p) for s, p in parts.items()}, iterations, parts["disk"].device)
     del parts
     peak = {s: _child_peak_mib(configs[s], iterations) for s in STORAGES}
-    return {
+    cost = {
         "seconds_per_iteration": mean,
         "iterations_timed": iterations,
-        "ratio_disk_to_memory": mean["disk"] / mean["memory"],
         "peak_resident_mib": peak,
-        "ratio_peak_disk_to_memory": peak["disk"] / peak["memory"],
     }
+    for s in STORAGES[1:]:
+        cost[f"ratio_{s}_to_memory"] = mean[s] / mean["memory"]
+        cost[f"ratio_peak_{s}_to_memory"] = peak[s] / peak["memory"]
+    return cost
 
 
 def _child_peak_mib(overrides: list, iterations: int) -> float:

@@ -11,8 +11,8 @@ Sections: accuracy (base vs base+CMI per method over seeds, the random-real floo
 kept with cmi.every, and convergence from the accuracy curves), cost (seconds per iteration,
 side by side, as ratios), evaluation (one evaluation, sequential vs vectorized networks) and
 memory (the CMI term, whole set vs per class), mtt_memory (one MTT iteration by the number
-of unrolled student steps) and storage (DM with the real images in memory vs on disk: time per
-iteration side by side, peak resident memory). Writes <out>/benchmarks.json and
+of unrolled student steps) and storage (DM with the real images in memory, on disk or
+streamed: time per iteration side by side, peak resident memory). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
 
@@ -44,7 +44,7 @@ FULL = {
     "paper_eval": True,
     # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
     "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
-    "storage_iterations": 20,  # DM with the real images in memory vs on disk (dataset.storage)
+    "storage_iterations": 20,  # DM with the real images in memory, on disk, streamed
     # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
     # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
     "paper_step": {

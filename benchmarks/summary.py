@@ -234,14 +234,17 @@ def _lines(report: dict) -> list:
         t, peak = r["seconds_per_iteration"], r["peak_resident_mib"]
         lines += [
             "",
-            "## DM with the real images in memory vs on disk (dataset.storage)",
+            "## DM with the real images in memory, on disk or streamed (dataset.storage)",
             "",
             "| storage | s/it | peak resident MiB |",
             "|---|---|---|",
-            f"| memory | {t['memory']:.3f} | {peak['memory']:.0f} |",
-            f"| disk | {t['disk']:.3f} | {peak['disk']:.0f} |",
-            f"| disk / memory | {r['ratio_disk_to_memory']:.2f} | "
-            f"{r['ratio_peak_disk_to_memory']:.2f} |",
+            *(f"| {k} | {t[k]:.3f} | {peak[k]:.0f} |" for k in t),
+            *(
+                f"| {k} / memory | {r[f'ratio_{k}_to_memory']:.2f} | "
+                f"{r[f'ratio_peak_{k}_to_memory']:.2f} |"
+                for k in t
+                if k != "memory"
+            ),
         ]
     return lines
 

@@ -28,7 +28,8 @@ def storage(cfg: DictConfig) -> Storage:
     loader = OmegaConf.to_container(cfg.dataset.loader, resolve=True)
     key = hashlib.sha1(json.dumps(loader, sort_keys=True, default=str).encode()).hexdigest()
     folder = Path(cfg.data_root).expanduser() / "decoded" / f"{cfg.dataset.name}-{key[:10]}"
-    return Storage(cfg.dataset.storage, cfg.dataset.memory_budget_gb, folder, cfg.dataset.workers)
+    data = cfg.dataset
+    return Storage(data.storage, data.memory_budget_gb, folder, data.workers, data.disk_budget_gb)
 
 
 def load_real(cfg: DictConfig, device):

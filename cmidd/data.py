@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from .errors import UserError
 from .storage import Storage, normalize, targets_of
+from .stream import stream
 
 
 @dataclass
@@ -152,13 +153,22 @@ def load_torchvision(
     messages; ``decoded()``: the splits as uint8 tensors, faster than decoding them, if cached."""
     storage = storage or Storage("memory", float("inf"), None)
     classes = classes or getattr(train, "classes", None)
-    if storage.choose(where or getattr(train, "root", name), train, test) == "memory":
+    chosen = storage.choose(where or getattr(train, "root", name), train, test)
+    if chosen == "memory":
         if decoded is not None:
             splits = decoded()
             return _from_uint8(name, splits["train"], splits["test"], mean, std, device, classes)
         train, test = (_to_uint8(split, storage.workers) for split in (train, test))
         return _from_uint8(name, train, test, mean, std, device, classes)
-    storage.decoded(train, test, classes or sorted(set(targets_of(train).tolist())))
+    classes = classes or sorted(set(targets_of(train).tolist()))
+    if chosen == "stream":
+        if mean is None or std is None:
+            raise UserError(
+                f"dataset.storage=stream: {where or name} needs dataset.loader.mean and .std "
+                "(the training set's statistics would take a pass over every file)"
+            )
+        return stream(name, train, test, mean, std, device, storage.workers, classes)
+    storage.decoded(train, test, classes)
     return storage.open(name, mean, std, device)
 
 
@@ -173,8 +183,10 @@ def load_digits(
 ) -> RealData:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images), with a fixed stratified
     split; always in memory (its 16 grey levels are not uint8 pixels)."""
-    if storage is not None and storage.mode == "disk":
-        raise UserError("dataset.storage=disk: dataset=digits is held in memory (0.5 MB)")
+    if storage is not None and storage.mode in ("disk", "stream"):
+        raise UserError(
+            f"dataset.storage={storage.mode}: dataset=digits is held in memory (0.5 MB)"
+        )
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 

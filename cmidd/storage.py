@@ -5,10 +5,13 @@
   ``.npy`` file per split, class-contiguous, with the class index and sha256 checksums in
   ``index.json``), memory-mapped and converted to normalized float on the device per batch.
   The conversion is the memory path's, element by element, so both give the same run.
-- ``auto``: memory when the float32 tensors fit ``dataset.memory_budget_gb``, else disk.
+- ``stream``: the image files decoded per batch by DataLoader workers (``cmidd.stream``), for
+  data too large even for the uint8 cache.
+- ``auto``: memory when the float32 tensors fit ``dataset.memory_budget_gb``, else disk when the
+  uint8 cache fits ``dataset.disk_budget_gb`` and the free space, else stream.
 
 Every consumer of real data indexes it (``images[index]``, ``images[a:b]``, ``len``), which
-tensors and ``DiskImages`` both serve.
+tensors, ``DiskImages`` and ``StreamImages`` all serve.
 """
 
 import hashlib
@@ -103,16 +106,21 @@ def channel_stats(array: np.ndarray, chunk: int = 4096) -> tuple:
 class Storage:
     """Turns a loader's uint8 splits into ``RealData`` held as ``mode`` says."""
 
-    def __init__(self, mode: str, memory_budget_gb: float, folder, workers: int = 2):
+    MODES = ("auto", "memory", "disk", "stream")
+
+    def __init__(self, mode, memory_budget_gb, folder, workers=2, disk_budget_gb=float("inf")):
         """``workers``: processes that decode images (torch DataLoader workers)."""
-        if mode not in ("auto", "memory", "disk"):
-            raise UserError(f"dataset.storage={mode} is not one of auto, memory, disk")
+        if mode not in self.MODES:
+            raise UserError(f"dataset.storage={mode} is not one of {', '.join(self.MODES)}")
         self.mode, self.budget = mode, float(memory_budget_gb)
+        self.disk_budget = float(disk_budget_gb)
         self.folder = Path(folder) if folder is not None else None
         self.workers = workers
 
     def choose(self, root, train, test) -> str:
-        """``memory`` or ``disk`` for splits of uint8 images, from their float32 size."""
+        """``memory``, ``disk`` or ``stream`` for splits of uint8 images: memory when their
+        float32 size fits the memory budget, else disk when their uint8 size fits the disk
+        budget and the free space (or is decoded already), else stream."""
         shape = tuple(train[0][0].shape)
         gigabytes = (len(train) + len(test)) * int(np.prod(shape)) * 4 / 1e9
         fits = gigabytes <= self.budget
@@ -121,12 +129,30 @@ class Storage:
                 f"dataset.memory_budget_gb={self.budget:g}: {root} at {shape} needs "
                 f"{gigabytes:.3g} GB as float tensors; use dataset.storage=disk (or auto)"
             )
-        chosen = self.mode if self.mode != "auto" else ("memory" if fits else "disk")
+        room = min(self.disk_budget, self._free_gb())
+        if self.mode == "disk" and gigabytes / 4 > room:
+            raise UserError(
+                f"dataset.storage=disk: {root} at {shape} needs {gigabytes / 4:.3g} GB decoded, "
+                f"{self.folder.parent} has room for {room:.3g} GB; use dataset.storage=stream"
+            )
+        chosen = self.mode
+        if self.mode == "auto":
+            chosen = "memory" if fits else "disk" if gigabytes / 4 <= room else "stream"
         log.info(
-            "data: %s at %s, %.3g GB as float32 (budget %g GB): storage %s%s",
-            root, shape, gigabytes, self.budget, chosen, " (auto)" if self.mode == "auto" else "",
+            "data: %s at %s, %.3g GB as float32 (budget %g GB), %.3g GB as uint8 (room %.3g "
+            "GB): storage %s%s", root, shape, gigabytes, self.budget, gigabytes / 4, room,
+            chosen, " (auto)" if self.mode == "auto" else "",
         )  # fmt: skip
         return chosen
+
+    def _free_gb(self) -> float:
+        """Room for the decoded cache: unlimited once it exists, else the free disk space."""
+        if self.folder is None or (self.folder / "index.json").is_file():
+            return float("inf")
+        place = self.folder
+        while not place.exists():
+            place = place.parent
+        return shutil.disk_usage(place).free / 1e9
 
     def decoded(self, train, test, classes) -> Path:
         """The decoded cache folder, built once (atomically: a half-built one is never used; the
