@@ -116,6 +116,13 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     if learn_lr is not None:
         groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
     optimizer = instantiate(cfg.method.optimizer)(groups)
+    schedule = cfg.method.get("schedule")  # of the optimizer's lr, per iteration (SRe2L)
     return SimpleNamespace(
-        device=device, real=real, method=method, cmi=cmi, synthetic=synthetic, optimizer=optimizer
+        device=device,
+        real=real,
+        method=method,
+        cmi=cmi,
+        synthetic=synthetic,
+        optimizer=optimizer,
+        scheduler=None if schedule is None else instantiate(schedule)(optimizer),
     )

@@ -53,8 +53,10 @@ class Distillation:
         config: dict = None,
         checkpointer=None,
         loss_every: int = 10,
+        scheduler=None,
     ):
         self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
+        self.scheduler = scheduler  # of the optimizer's learning rate, stepped per iteration
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi = Path(out_dir), logger, cmi
         self.log_every, self.checkpointer, self.loss_every = log_every, checkpointer, loss_every
@@ -86,6 +88,7 @@ class Distillation:
     def _evaluate(self, iteration: int) -> dict:
         """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
         images, labels = self.synthetic.train_set()
+        soft = {} if self.synthetic.relabel is None else {"soft_labels": self.synthetic.relabel}
         accuracy = self.evaluator(
             images,
             labels,
@@ -93,6 +96,7 @@ class Distillation:
             self.seed,
             stream=f"eval/{iteration}",
             lr=self.synthetic.learned_lr,
+            **soft,
         )
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         curve = self.results["accuracy_curve"]
@@ -151,6 +155,7 @@ class Distillation:
             "config": self.results["config"],
             "synthetic": self.synthetic.state(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "method": self.method.state_dict(),
             "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
             "rng": global_rng_state(),
@@ -160,6 +165,8 @@ class Distillation:
     def restore(self, state: dict) -> tuple:
         self.synthetic.restore(state["synthetic"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_state_dict(state["method"])
         if self.cmi is not None:
             self.cmi.generator.set_state(state["proxy_generator"])
@@ -233,6 +240,8 @@ class Distillation:
                 raise NonFiniteError(
                     f"{error}; synthetic.pt keeps the last finite set, after {self.done} iterations"
                 ) from None
+            if self.scheduler is not None:
+                self.scheduler.step()
             seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
             self.done = iteration + 1
@@ -240,6 +249,7 @@ class Distillation:
             self._log_progress(progress, losses, eval_times)
             self._checkpoint(self.done, seconds)
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
+        self.method.finish(self.synthetic)
         self.results["cmi"]["end"] = self._measure_cmi()
         self.results["accuracy"] = self._evaluate(self.iterations)
         self.save_set()

@@ -76,11 +76,15 @@ class Evaluator:
         seed: int,
         stream: str = "eval",
         lr: float = None,
+        soft_labels=None,
     ) -> dict:
         """Each network's initialization, batch order and augmentation come from its own stream
         (``stream``/arch/k of ``seed``), so results do not depend on what ran before, nor on
         whether the networks are trained together. ``lr`` replaces ``eval.lr`` for a set that
-        carries its own learned learning rate (MTT)."""
+        carries its own learned learning rate (MTT). A set's FKD soft labels (SRe2L) are for
+        ``eval=kd``; this protocol trains on the hard labels."""
+        if soft_labels is not None:
+            log.info("this protocol trains on hard labels: the set's soft labels are eval=kd's")
         images, labels = images.detach(), labels.detach()
         c, h, _ = real.shape
         results = {}

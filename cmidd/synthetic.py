@@ -22,6 +22,12 @@ def checksum(state: dict) -> str:
     for key in ("images", "labels", "targets"):
         if state.get(key) is not None:
             digest.update(state[key].detach().cpu().contiguous().numpy().tobytes())
+    for key, value in sorted((state.get("relabel") or {}).items()):  # SRe2L's soft labels
+        digest.update(key.encode())
+        if torch.is_tensor(value):
+            digest.update(value.cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        else:
+            digest.update(repr(value).encode())
     digest.update(repr(state.get("lr")).encode())
     return digest.hexdigest()
 
@@ -85,6 +91,7 @@ class SyntheticSet(nn.Module):
         )
         self.mean, self.std, self.factor = tuple(mean), tuple(std), int(factor)
         self.whitening = None  # the data's ZCA, if whitened: images are shown through its inverse
+        self.relabel = None  # FKD soft labels (cmidd.relabel.SoftLabels), made by SRe2L's relabel
 
     @property
     def learned_lr(self):
@@ -151,6 +158,7 @@ class SyntheticSet(nn.Module):
             "std": list(self.std),
             "factor": self.factor,
             "lr": self.learned_lr,
+            "relabel": None if self.relabel is None else self.relabel.state(),
         }
 
     def snapshot(self) -> dict:
@@ -199,6 +207,10 @@ class SyntheticSet(nn.Module):
                 state.get("lr"),
                 state.get("targets"),
             )
+            if state.get("relabel") is not None:
+                from .relabel import SoftLabels
+
+                synthetic.relabel = SoftLabels.from_state(state["relabel"], device)
         except Exception as error:  # noqa: BLE001 -- missing, truncated, corrupt or foreign
             raise UserError(
                 f"synthetic={path} cannot be read as a synthetic set: {describe(error)}"

@@ -62,6 +62,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         loss_every=cfg.loss_every,
         config=config,
         checkpointer=checkpointer,
+        scheduler=parts.scheduler,
     )
     checkpointer.install_signal_handlers()
     try:
@@ -133,8 +134,9 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     check_synthetic(cfg.synthetic, synthetic, real)
     images, labels = synthetic.train_set()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
+    soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
     accuracy = instantiate(cfg.eval)(
-        images, labels, real, cfg.seed, stream=stream, lr=synthetic.learned_lr
+        images, labels, real, cfg.seed, stream=stream, lr=synthetic.learned_lr, **soft
     )
     results = {
         "accuracy": accuracy,

@@ -1,5 +1,7 @@
 """Training and testing a classifier on tensors that already sit on the device."""
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -45,6 +47,21 @@ class StepSchedule:
             return make(lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        return optimizer
+
+
+class CosineSchedule:
+    """The learning rate ``lr * (1 + cos(pi * epoch / epochs)) / 2`` at each epoch, set in place
+    (torch's CosineAnnealingLR to 0, stepped per epoch; SRe2L's squeeze recipe)."""
+
+    def __init__(self, epochs: int):
+        self.epochs, self.base = epochs, None
+
+    def step(self, epoch: int, optimizer, make):
+        if self.base is None:
+            self.base = optimizer.param_groups[0]["lr"]
+        for group in optimizer.param_groups:
+            group["lr"] = self.base * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
         return optimizer
 
 

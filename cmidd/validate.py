@@ -1,6 +1,7 @@
 """Checks of the composed config that run before any expensive work. Each failure is a
 ``UserError`` naming the key, its value and what would be valid."""
 
+import logging
 import math
 import re
 from pathlib import Path
@@ -12,6 +13,7 @@ from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 from .cmi import SPACES
 from .errors import UserError
 
+log = logging.getLogger(__name__)
 UNRESOLVED = object()  # a value whose table entry is looked up only after the data are checked
 
 
@@ -98,7 +100,10 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _number(cfg, "eval.every", 0, integer=True, strict=strict)
     _number(cfg, "proxy.pool_size", 1, integer=True)
     _choice(cfg, "cmi.space", SPACES)
-    _choice(cfg, "eval.vectorize", ("auto", True, False))
+    if "vectorize" in cfg.eval:  # the protocols of cmidd.evaluate (not eval=kd)
+        _choice(cfg, "eval.vectorize", ("auto", True, False))
+    if cfg.method.name == "sre2l" and cfg.eval._target_ != "cmidd.kd_eval.KDEvaluator":
+        log.warning("method=sre2l with an eval=... other than kd: the set's soft labels go unused")
     check_zca(cfg, strict)
     if "expert" in cfg.method.get("needs", []):
         check_trajectory_matching(cfg, strict)

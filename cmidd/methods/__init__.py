@@ -7,6 +7,7 @@ from .gradient_matching import GradientMatching
 from .idc import IDC
 from .idm import IDM
 from .mtt import MTT
+from .sre2l import SRe2L
 
 __all__ = [
     "DM",
@@ -19,4 +20,5 @@ __all__ = [
     "Method",
     "MTT",
     "Random",
+    "SRe2L",
 ]

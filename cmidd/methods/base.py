@@ -53,6 +53,9 @@ class Method(ABC):
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
         """One loss per synthetic-set update of ``iteration``."""
 
+    def finish(self, synthetic) -> None:  # noqa: B027 -- optional: most methods have no last stage
+        """After the last iteration, before the final evaluation (SRe2L relabels there)."""
+
     @abstractmethod
     def state_dict(self) -> dict: ...
 

@@ -4,5 +4,6 @@ from .alexnet import AlexNet
 from .convnet import ConvNet
 from .resnet import ResNet18
 from .vgg import VGG
+from .zoo import torchvision_model
 
-__all__ = ["AlexNet", "ConvNet", "ResNet18", "VGG"]
+__all__ = ["AlexNet", "ConvNet", "ResNet18", "VGG", "torchvision_model"]

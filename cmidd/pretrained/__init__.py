@@ -1,7 +1,8 @@
 """Networks trained on the real data and cached for later runs, one kind per config group:
 
 - ``proxy``: the proxy pool whose outputs the CMI term reads (``task=pretrain``);
-- ``expert``: the expert trajectories of trajectory matching (``task=buffer``).
+- ``expert``: the expert trajectories of trajectory matching (``task=buffer``);
+- ``teacher``: SRe2L's BatchNorm teacher (``task=teacher``, or ``teacher.weights=<file>``).
 
 A task asks for a kind by name: ``get(kind, cfg, real, device)`` returns the run's object (a
 ``ProxyPool``, ``Trajectories``), built first when missing if ``<group>.build_if_missing``;
@@ -10,12 +11,12 @@ cache directory, named by the group's ``cache_key`` (``--cfg job --resolve`` sho
 loaded data's facts. A new kind is a module with a ``Kind`` and one line below.
 """
 
-from . import experts, proxies
+from . import experts, proxies, teachers
 from .kind import Kind
 from .proxies import ProxyPool, random_pool
 from .store import StoreError
 
-KINDS = {"proxy": proxies.KIND, "expert": experts.KIND}
+KINDS = {"proxy": proxies.KIND, "expert": experts.KIND, "teacher": teachers.KIND}
 
 
 def kind(name: str) -> Kind:

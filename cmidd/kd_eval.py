@@ -1,0 +1,116 @@
+"""SRe2L's evaluation protocol (``eval=kd``): students trained on the set's FKD soft labels
+(VILA-Lab/SRe2L validate/train_FKD.py and train_FKD.sh).
+
+Each student replays the stored views of every epoch (``cmidd.relabel``) and minimizes
+KL(softmax(t / T) || softmax(s / T)) between the stored teacher logits t and its own s (batch
+mean, no T^2 factor, as train_FKD.py), with AdamW (weight decay on weights of rank > 1 only,
+none on BatchNorm parameters and biases) and a cosine learning rate stepped per epoch.
+"""
+
+import logging
+import math
+import statistics
+
+import torch
+from torch.nn import functional as F
+
+from .errors import UserError
+from .progress import Progress
+from .runtime import build_seeded
+from .train import accuracy
+
+log = logging.getLogger(__name__)
+
+
+def adamw(net, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW that decays only weights of rank > 1 (SRe2L's get_parameters)."""
+    decay = [p for p in net.parameters() if p.ndim > 1]
+    rest = [p for p in net.parameters() if p.ndim <= 1]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float) -> torch.Tensor:
+    return F.kl_div(
+        F.log_softmax(student_logits / temperature, dim=1),
+        F.softmax(teacher_logits.float() / temperature, dim=1),
+        reduction="batchmean",
+    )
+
+
+class KDEvaluator:
+    """``models`` students of each architecture in ``nets``, trained for ``epochs`` on the set's
+    soft labels, tested on the real test set."""
+
+    def __init__(
+        self,
+        nets: dict,
+        models: int,
+        epochs: int,
+        lr: float,
+        weight_decay: float,
+        temperature: float,
+        every: int = 0,
+    ):
+        self.nets, self.models, self.epochs = dict(nets), models, epochs
+        self.lr, self.weight_decay, self.temperature, self.every = (
+            lr,
+            weight_decay,
+            temperature,
+            every,
+        )
+
+    def due(self, iteration: int, last: int) -> bool:
+        """Only at the end: the soft labels exist once the set is recovered."""
+        return iteration == last
+
+    def train(self, net, images, soft) -> None:
+        optimizer = adamw(net, self.lr, self.weight_decay)
+        net.train()
+        for epoch in range(self.epochs):
+            for group in optimizer.param_groups:
+                group["lr"] = self.lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
+            for views, targets in soft.views(images, epoch):
+                loss = kd_loss(net(views), targets, self.temperature)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+    def __call__(self, images, labels, real, seed, stream="eval", lr=None, soft_labels=None):
+        if soft_labels is None:
+            raise UserError(
+                "eval=kd trains on a set's FKD soft labels and this set has none "
+                "(method=sre2l relabels its set; use another eval=... for other sets)"
+            )
+        if soft_labels.epochs < self.epochs:
+            raise UserError(
+                f"eval.epochs={self.epochs}: the set's soft labels cover "
+                f"{soft_labels.epochs} epochs (method.relabel.epochs)"
+            )
+        images = images.detach()
+        c, h, _ = real.shape
+        results = {}
+        progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
+        for a, (arch, make_net) in enumerate(self.nets.items()):
+            runs = []
+            for k in range(self.models):
+                net = build_seeded(
+                    make_net,
+                    seed,
+                    f"{stream}/{arch}/{k}",
+                    in_channels=c,
+                    num_classes=real.num_classes,
+                    image_size=h,
+                ).to(images.device)
+                self.train(net, images, soft_labels)
+                runs.append(accuracy(net, real.test_images, real.test_labels))
+                progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
+            results[arch] = {
+                "mean": statistics.fmean(runs),
+                "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
+                "runs": runs,
+            }
+        return results
