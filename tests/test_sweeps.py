@@ -225,6 +225,7 @@ def table_rows(text: str, study: str) -> list:
     ]
 
 
+@pytest.mark.slow  # 42 s: the Table 1 multirun (kept out of the default run's 10-minute budget)
 def test_table1_sweep_lays_out_coresets_methods_cmi_rows_and_deltas(tmp_path, cache):
     algorithm = ("method.algorithm.batch_real", "method.algorithm.net.width")  # DM's own sizes
     sweep_dir, _ = launch(
