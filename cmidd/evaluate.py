@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 VECTORIZE = ("auto", True, False)
 
 
+def summarize(runs: list) -> dict:
+    """The mean and (population) std of the test accuracies of one architecture's networks."""
+    std = statistics.pstdev(runs) if len(runs) > 1 else 0.0
+    return {"mean": statistics.fmean(runs), "std": std, "runs": runs}
+
+
 class Evaluator:
     """Trains ``models`` freshly initialized networks of each architecture in ``nets`` on a
     synthetic set and reports their test accuracies: SGD for ``epochs``, the learning rate
@@ -126,9 +132,5 @@ class Evaluator:
                     )
                     runs.append(accuracy(net, real.test_images, real.test_labels))
                     progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
-            results[arch] = {
-                "mean": statistics.fmean(runs),
-                "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
-                "runs": runs,
-            }
+            results[arch] = summarize(runs)
         return results

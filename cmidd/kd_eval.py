@@ -9,12 +9,12 @@ none on BatchNorm parameters and biases) and a cosine learning rate stepped per 
 
 import logging
 import math
-import statistics
 
 import torch
 from torch.nn import functional as F
 
 from .errors import UserError
+from .evaluate import summarize
 from .progress import Progress
 from .runtime import build_seeded
 from .train import accuracy
@@ -108,9 +108,5 @@ class KDEvaluator:
                 self.train(net, images, soft_labels)
                 runs.append(accuracy(net, real.test_images, real.test_labels))
                 progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
-            results[arch] = {
-                "mean": statistics.fmean(runs),
-                "std": statistics.pstdev(runs) if len(runs) > 1 else 0.0,
-                "runs": runs,
-            }
+            results[arch] = summarize(runs)
         return results
