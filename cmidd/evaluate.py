@@ -19,6 +19,12 @@ log = logging.getLogger(__name__)
 VECTORIZE = ("auto", True, False)
 
 
+def architectures(nets: dict) -> dict:
+    """The nets to evaluate: ``eval.nets.<arch>=null`` leaves an architecture out (a preset
+    replacing a protocol's default net, e.g. experiment=cpu_cifar10's smaller students)."""
+    return {arch: make for arch, make in nets.items() if make is not None}
+
+
 def summarize(runs: list) -> dict:
     """The mean and (population) std of the test accuracies of one architecture's networks."""
     std = statistics.pstdev(runs) if len(runs) > 1 else 0.0
@@ -56,7 +62,7 @@ class Evaluator:
     ):
         if vectorize not in VECTORIZE:
             raise ValueError(f"eval.vectorize={vectorize!r} is not one of auto, true, false")
-        self.nets, self.models, self.epochs = dict(nets), models, epochs
+        self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.hyper = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size
         )

@@ -5,6 +5,8 @@ Each student replays the stored views of every epoch (``cmidd.relabel``) and min
 KL(softmax(t / T) || softmax(s / T)) between the stored teacher logits t and its own s (batch
 mean, no T^2 factor, as train_FKD.py), with AdamW (weight decay on weights of rank > 1 only,
 none on BatchNorm parameters and biases) and a cosine learning rate stepped per epoch.
+Under ``torchrun``, students train data-parallel with the one-process gradient
+(``cmidd.distributed``).
 """
 
 import logging
@@ -13,8 +15,9 @@ import math
 import torch
 from torch.nn import functional as F
 
+from . import distributed
 from .errors import UserError
-from .evaluate import summarize
+from .evaluate import architectures, summarize
 from .progress import Progress
 from .runtime import build_seeded
 from .train import accuracy
@@ -33,17 +36,29 @@ def adamw(net, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def kd_loss(student_logits, teacher_logits, temperature: float) -> torch.Tensor:
-    return F.kl_div(
+def kd_loss(student_logits, teacher_logits, temperature: float, whole: int = None):
+    """The KL divergence summed over the rows, divided by ``whole`` (the batch size; under
+    torchrun the whole batch's, of which these rows are one process's share)."""
+    kl = F.kl_div(
         F.log_softmax(student_logits / temperature, dim=1),
         F.softmax(teacher_logits.float() / temperature, dim=1),
-        reduction="batchmean",
+        reduction="sum",
     )
+    return kl / (len(student_logits) if whole is None else whole)
+
+
+def shared_accuracy(net, images, labels) -> float:
+    """Test accuracy, each process testing its share of the test set under torchrun."""
+    mine = distributed.share(labels)
+    correct = accuracy(net, distributed.share(images), mine) * len(mine)
+    return distributed.total(correct, mine.device) / len(labels)
 
 
 class KDEvaluator:
     """``models`` students of each architecture in ``nets``, trained for ``epochs`` on the set's
     soft labels, tested on the real test set."""
+
+    data_parallel = True  # task=evaluate under torchrun shares each batch (cmidd.distributed)
 
     def __init__(
         self,
@@ -55,7 +70,7 @@ class KDEvaluator:
         temperature: float,
         every: int = 0,
     ):
-        self.nets, self.models, self.epochs = dict(nets), models, epochs
+        self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.lr, self.weight_decay, self.temperature, self.every = (
             lr,
             weight_decay,
@@ -68,13 +83,18 @@ class KDEvaluator:
         return iteration == last
 
     def train(self, net, images, soft) -> None:
+        """Under torchrun each process replays every view and trains on its share of each batch;
+        the loss is scaled so that DDP's gradient average is the whole batch's gradient."""
+        model = distributed.wrap(net)
         optimizer = adamw(net, self.lr, self.weight_decay)
         net.train()
         for epoch in range(self.epochs):
             for group in optimizer.param_groups:
                 group["lr"] = self.lr * (1 + math.cos(math.pi * epoch / self.epochs)) / 2
             for views, targets in soft.views(images, epoch):
-                loss = kd_loss(net(views), targets, self.temperature)
+                mine = model(distributed.share(views))
+                loss = kd_loss(mine, distributed.share(targets), self.temperature, len(views))
+                loss = loss * distributed.size()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -106,7 +126,7 @@ class KDEvaluator:
                     image_size=h,
                 ).to(images.device)
                 self.train(net, images, soft_labels)
-                runs.append(accuracy(net, real.test_images, real.test_labels))
+                runs.append(shared_accuracy(net, real.test_images, real.test_labels))
                 progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
             results[arch] = summarize(runs)
         return results

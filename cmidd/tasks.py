@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from . import pretrained
+from . import distributed, pretrained
 from .checkpoint import Checkpointer
 from .components import components, load_real
 from .distill import Distillation, write_json
@@ -29,6 +29,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
             f"method={cfg.method.name} takes no CMI term, so "
             f"cmi={cfg.cmi.name} has nothing to add: its cmi=none run is the result",
         )
+    distributed.one_process("task=distill")
     parts = components(cfg)
     if not parts.method.iterates and cfg.iterations != 0:
         log.warning(
@@ -127,15 +128,28 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if not cfg.get("synthetic"):
         raise UserError("task=evaluate needs synthetic=<path to synthetic.pt>")
     check_device(cfg.device)
+    evaluator = instantiate(cfg.eval)
+    if distributed.launched() and not getattr(evaluator, "data_parallel", False):
+        raise UserError(
+            f"eval={cfg.eval._target_.rsplit('.', 1)[-1]} runs in one process; under torchrun "
+            "task=evaluate is data-parallel with eval=kd only"
+        )
+    device = distributed.setup(cfg.device)
+    try:
+        return _evaluate(cfg, out_dir, evaluator, device)
+    finally:
+        distributed.finish()
+
+
+def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
     synthetic = SyntheticSet.load(Path(cfg.synthetic).expanduser(), device)
     real = load_real(cfg, device)
     check_synthetic(cfg.synthetic, synthetic, real)
     images, labels = synthetic.train_set()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
     soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
-    accuracy = instantiate(cfg.eval)(
+    accuracy = evaluator(
         images, labels, real, cfg.seed, stream=stream, lr=synthetic.learned_lr, **soft
     )
     results = {
@@ -143,8 +157,10 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
         "synthetic": str(cfg.synthetic),
         "status": "finished",
         "config": _recorded(cfg),
+        "processes": distributed.size(),
     }
-    write_json(out_dir / "results.json", results)
+    if distributed.is_main():
+        write_json(out_dir / "results.json", results)
     for arch, r in accuracy.items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
     return results
@@ -153,6 +169,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
 def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:
     """Build (or grow) the cache of one kind of pre-trained network (``task=pretrain``: the proxy
     pool of ``proxy=...``; ``task=buffer``: the expert trajectories of ``expert=...``)."""
+    distributed.one_process(f"building the {kind} cache")
     check_device(cfg.device)
     check_data_source(cfg)
     device = resolve_device(cfg.device)

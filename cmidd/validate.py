@@ -82,6 +82,17 @@ def check_finite(cfg: DictConfig) -> None:
             raise UserError(f"{name}={value} is invalid: it must be a finite number")
 
 
+def check_eval_nets(cfg: DictConfig) -> None:
+    """``eval.nets.<arch>=null`` leaves an architecture out; one must remain, and each must be a
+    whole net config (a preset's partial key for another protocol's net is not one)."""
+    nets = {k: v for k, v in cfg.eval.nets.items() if v is not None}
+    if not nets:
+        raise UserError("eval.nets is empty: at least one architecture must be evaluated")
+    for arch, net in nets.items():
+        if "_target_" not in net:
+            raise UserError(f"eval.nets.{arch}={OmegaConf.to_container(net)} is not a net config")
+
+
 def check_config(cfg: DictConfig, strict: bool = True) -> None:
     """The settings of a distillation run. Not ``strict``: before the data are loaded, table
     lookups that fail are left for the strict pass (so that an IPC larger than a class is
@@ -100,6 +111,7 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _number(cfg, "eval.every", 0, integer=True, strict=strict)
     _number(cfg, "proxy.pool_size", 1, integer=True)
     _choice(cfg, "cmi.space", SPACES)
+    check_eval_nets(cfg)
     if "vectorize" in cfg.eval:  # the protocols of cmidd.evaluate (not eval=kd)
         _choice(cfg, "eval.vectorize", ("auto", True, False))
     if cfg.method.name == "sre2l" and cfg.eval._target_ != "cmidd.kd_eval.KDEvaluator":

@@ -153,12 +153,25 @@ def test_cfg_job_resolve_shows_the_weight_the_pool_identity_and_the_sizes(tmp_pa
 
 
 def test_every_method_of_a_preset_has_its_own_settings_file():
-    # cpu_cifar10 leaves iterations to each method's file (coresets do not iterate).
+    # cpu_cifar10 leaves iterations to each method's file (coresets do not iterate); SRe2L keeps
+    # its CIFAR recovery's 1000 iterations, and its file swaps the students instead.
     for method in options("method"):
-        if method == "sre2l":  # its CPU preset (with eval=kd's students) is still to be built
-            continue
         cfg = compose_config(["experiment=cpu_cifar10", f"method={method}", "cmi.weight=1"])
+        if method == "sre2l":
+            assert "resnet18" not in instantiate(cfg.eval).nets
+            continue
         assert cfg.iterations < cfg.method.iterations or cfg.method.iterations == 0, method
+
+
+def test_the_cpu_preset_of_sre2l_swaps_the_teacher_and_the_students():
+    # eval=kd's resnet18 student (and the base preset's convnet width) are left out by null.
+    cfg = compose_config(["experiment=cpu_cifar10", "method=sre2l", "cmi.weight=1"])
+    evaluator = instantiate(cfg.eval)
+    assert list(evaluator.nets) == ["convnet_bn"] and evaluator.models == 3
+    student = evaluator.nets["convnet_bn"](in_channels=3, num_classes=10, image_size=32)
+    assert student.features[0].out_channels == 32
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in student.modules())
+    assert cfg.teacher.name == "convnet_bn" and cfg.teacher.net.norm == "batch"
 
 
 @pytest.mark.parametrize("experiment", options("experiment"))

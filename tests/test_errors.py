@@ -27,6 +27,8 @@ CASES = {
     "cmi.weight=nan": "cmi.weight=nan",
     "eval.lr=inf": "eval.lr=inf",
     "method=idc ipc=40 cmi.weight=1": "ipc=40",  # 40 x 4 real images per class for IDC's init
+    "eval.nets.convnet=null": "eval.nets is empty",  # null leaves an architecture out
+    "+eval.nets.vgg={width:8}": "eval.nets.vgg={'width': 8} is not a net config",
 }
 
 

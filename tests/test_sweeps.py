@@ -185,6 +185,7 @@ def test_report_on_an_empty_or_missing_directory_is_a_one_line_error(tmp_path):
         assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow  # a 2-job multirun with W&B (22 s): the default suite stays under 10 minutes
 def test_runs_of_a_sweep_share_a_wandb_group_and_carry_tags(tmp_path, cache):
     sweep_dir, _ = launch(
         tmp_path, cache, "sweep=curve", "logger=wandb", "logger.mode=offline", drop=("logger",)
@@ -266,6 +267,7 @@ def test_table5_sweep_reports_each_architecture_with_and_without_cmi(tmp_path, c
     assert all(c[0] in "+-" for c in rows[3][1:])
 
 
+@pytest.mark.slow  # a multirun with curve points (21 s): the default suite stays under 10 minutes
 def test_curve_report_plots_the_distillation_loss(tmp_path, cache):
     sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "loss_every=1")
     report(sweep_dir)
