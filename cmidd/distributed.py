@@ -27,18 +27,12 @@ def launched() -> bool:
 def setup(device_name: str) -> torch.device:
     """The device of this process; joins the process group when launched by torchrun."""
     device = resolve_device(device_name)
-    if not launched() or dist.is_initialized():
-        return _local(device)
-    device = _local(device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def _local(device: torch.device) -> torch.device:
     if device.type == "cuda" and launched():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if launched() and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
 
 
