@@ -1,5 +1,6 @@
 """What a run is made of, built from config: the real data, the method with the pre-trained
-networks it declares (``method.needs``), the CMI term, the synthetic set and its optimizer."""
+networks it declares (``method.needs``) and its plug-in technique (``plugin.needs``), the CMI
+term, the synthetic set and its optimizer."""
 
 import hashlib
 import json
@@ -100,9 +101,16 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)
     check_config(cfg)  # the table lookups left for after the data
-    needs = {kind: pretrained.get(kind, cfg, real, device) for kind in cfg.method.get("needs", [])}
-    method = instantiate(cfg.method.algorithm)(real=real, seed=cfg.seed, device=device, **needs)
-    cmi = cmi_term(cfg, real, device, needs.get("proxy"))
+    method_needs, plugin_needs = cfg.method.get("needs", []), cfg.plugin.get("needs", [])
+    needs = {k: pretrained.get(k, cfg, real, device) for k in {*method_needs, *plugin_needs}}
+    method = instantiate(cfg.method.algorithm)(
+        real=real, seed=cfg.seed, device=device, **{k: needs[k] for k in method_needs}
+    )
+    technique = instantiate(cfg.plugin.technique)(
+        seed=cfg.seed, **{k: needs[k] for k in plugin_needs}
+    )
+    technique.attach(method)
+    cmi = cmi_term(cfg, real, device, needs.get("proxy") if cfg.cmi.pretrained else None)
     learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
     synthetic = method.initial_set(
         real,

@@ -16,9 +16,12 @@ import os
 import time
 from pathlib import Path
 
+import torch
+
 from .checkpoint import Preempted, global_rng_state, set_global_rng_state
 from .errors import NonFiniteError, UserError, describe
 from .progress import Progress
+from .synthetic import decode
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +122,33 @@ class Distillation:
             and (step == 0 or self.method.cmi_every_step)
         )
 
+    def _cmi_set(self, stage) -> tuple:
+        """The images CMI is computed on: the (decoded) set, or the part a plug-in's stage uses."""
+        if stage is None:
+            return self.synthetic.decoded()
+        s = self.synthetic
+        return decode(s.images[stage.visible], s.labels[stage.visible], s.factor)
+
+    def _update(self, stage) -> None:
+        """The optimizer's step; the stored images a plug-in's stage does not train stay as they
+        are (their gradient is zeroed, so no momentum builds up for them, and their values are
+        put back, so momentum already built moves nothing)."""
+        if stage is None:
+            self.optimizer.step()
+            return
+        images, fixed = self.synthetic.images, ~stage.trainable
+        kept = images.detach()[fixed].clone()
+        if images.grad is not None:
+            images.grad[fixed] = 0
+        self.optimizer.step()
+        with torch.no_grad():
+            images[fixed] = kept
+
     def _step(self, iteration: int) -> dict:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
         proxy = None
+        self.method.plugin.begin(iteration)
+        stage = self.method.plugin.stage(self.synthetic, iteration)
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             total = loss
             losses["loss/distill"] += _finite(
@@ -130,12 +157,12 @@ class Distillation:
             if self._cmi_due(k, iteration):
                 if proxy is None or self.method.new_proxy_every_step:
                     proxy = self.cmi.draw()
-                cmi = self.cmi(*self.synthetic.decoded(), proxy=proxy)
+                cmi = self.cmi(*self._cmi_set(stage), proxy=proxy)
                 total = loss + self.weight * cmi
                 losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term", self._rates)
             self.optimizer.zero_grad(set_to_none=True)
             total.backward()
-            self.optimizer.step()
+            self._update(stage)
             if not self.synthetic.is_finite():
                 raise NonFiniteError(
                     f"iteration {iteration + 1}: the synthetic set became NaN or "
@@ -157,6 +184,7 @@ class Distillation:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler else None,
             "method": self.method.state_dict(),
+            "plugin": self.method.plugin.state_dict(),
             "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
             "rng": global_rng_state(),
             "logger_run_id": self.logger.run_id,
@@ -168,6 +196,7 @@ class Distillation:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self.method.load_state_dict(state["method"])
+        self.method.plugin.load_state_dict(state.get("plugin", {}))
         if self.cmi is not None:
             self.cmi.generator.set_state(state["proxy_generator"])
         set_global_rng_state(state["rng"])

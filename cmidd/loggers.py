@@ -66,7 +66,9 @@ def run_labels(cfg) -> dict:
         f"ipc:{cfg.ipc}",
         f"cmi:{cmi}",
         f"proxy:{cfg.proxy.name}",
-    ] + ([f"study:{cfg.study}"] if cfg.study else [])
+    ]
+    tags += [f"plugin:{cfg.plugin.name}"] if cfg.plugin.name != "none" else []
+    tags += [f"study:{cfg.study}"] if cfg.study else []
     return {"group": group, "tags": tags}
 
 

@@ -107,15 +107,22 @@ class SyntheticSet(nn.Module):
         init: str = "real",
         factor: int = 1,
         lr: float = None,
+        pick=None,
     ):
         """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
-        downsampled and tiled, per stored image) or Gaussian noise."""
+        downsampled and tiled, per stored image) or Gaussian noise; ``pick(c, n)``, if given,
+        chooses the real images of class c instead."""
         if init not in ("real", "noise"):
             raise ValueError(f"method.init={init!r} is not one of real, noise")
         if init == "real":
             images = torch.cat(
                 [
-                    encode(real.sample(c, ipc * factor**2, generator), factor)
+                    encode(
+                        pick(c, ipc * factor**2)
+                        if pick
+                        else real.sample(c, ipc * factor**2, generator),
+                        factor,
+                    )
                     for c in range(real.num_classes)
                 ]
             )

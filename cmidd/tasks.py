@@ -16,7 +16,7 @@ from .errors import UserError
 from .loggers import run_labels
 from .runtime import resolve_device
 from .synthetic import SyntheticSet
-from .validate import check_data_source, check_device, check_synthetic
+from .validate import check_data_source, check_device, check_synthetic, plugin_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
             f"method={cfg.method.name} takes no CMI term, so "
             f"cmi={cfg.cmi.name} has nothing to add: its cmi=none run is the result",
         )
+    if cfg.plugin.unsupported == "skip" and plugin_mismatch(cfg):
+        return _skip(cfg, out_dir, plugin_mismatch(cfg))
     distributed.one_process("task=distill")
     parts = components(cfg)
     if not parts.method.iterates and cfg.iterations != 0:

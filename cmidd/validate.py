@@ -93,6 +93,17 @@ def check_eval_nets(cfg: DictConfig) -> None:
             raise UserError(f"eval.nets.{arch}={OmegaConf.to_container(net)} is not a net config")
 
 
+def plugin_mismatch(cfg: DictConfig) -> str:
+    """Why ``plugin`` does not apply to ``method`` (None when it does)."""
+    methods = cfg.plugin.methods
+    if methods is None or cfg.method.name in methods:
+        return None
+    return (
+        f"plugin={cfg.plugin.name} does not plug into method={cfg.method.name}: "
+        f"it plugs into {', '.join(methods)}"
+    )
+
+
 def check_config(cfg: DictConfig, strict: bool = True) -> None:
     """The settings of a distillation run. Not ``strict``: before the data are loaded, table
     lookups that fail are left for the strict pass (so that an IPC larger than a class is
@@ -112,6 +123,9 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _number(cfg, "proxy.pool_size", 1, integer=True)
     _choice(cfg, "cmi.space", SPACES)
     check_eval_nets(cfg)
+    _choice(cfg, "plugin.unsupported", ("error", "skip"))
+    if plugin_mismatch(cfg):
+        raise UserError(plugin_mismatch(cfg))
     if "vectorize" in cfg.eval:  # the protocols of cmidd.evaluate (not eval=kd)
         _choice(cfg, "eval.vectorize", ("auto", True, False))
     if cfg.method.name == "sre2l" and cfg.eval._target_ != "cmidd.kd_eval.KDEvaluator":

@@ -70,6 +70,9 @@ def test_presets_define_the_papers_grids():
     weights = [float(g["cmi.weight"]) for g in sweep_grid("weight")]
     assert weights[0] == 0 and max(weights) / min(w for w in weights if w) >= 100
     assert {g["cmi"] for g in sweep_grid("curve")} == {"none", "feature"}
+    table6 = sweep_grid("table6")
+    assert {g["plugin"] for g in table6} == {"none", "iid", "dream", "seqmatch"}
+    assert {g["method"] for g in table6} == {"dm", "idm", "idc", "mtt"} and len(table6) == 32
     assert {g["proxy"] for g in sweep_grid("proxy_arch")} == {
         "convnet",
         "alexnet",
@@ -272,3 +275,48 @@ def test_curve_report_plots_the_distillation_loss(tmp_path, cache):
     sweep_dir, _ = launch(tmp_path, cache, "sweep=curve", "loss_every=1")
     report(sweep_dir)
     assert (sweep_dir / "loss.png").stat().st_size > 1000
+
+
+def test_table6_lays_out_each_technique_against_its_base_with_and_without_cmi(tmp_path):
+    from cmidd.report.runs import Run
+    from cmidd.report.tables import table6
+
+    def run(plugin, weight, seed, nets, method="dm"):
+        config = {
+            "method": {"name": method},
+            "plugin": {"name": plugin},
+            "dataset": {"name": "cifar10_jpg"},
+            "ipc": 10,
+            "cmi": {"weight": weight},
+        }
+        accuracy = {"convnet": {"mean": sum(nets) / len(nets), "runs": nets}}
+        return Run(tmp_path, "k", seed, "finished", {"accuracy": accuracy, "config": config})
+
+    runs = [
+        run("none", 0, 0, [0.40]),
+        run("none", 0, 1, [0.42]),
+        run("none", 300, 0, [0.44]),
+        run("iid", 0, 0, [0.45]),
+        run("iid", 300, 0, [0.46, 0.48]),
+        run("dream", 0, 0, [0.5], method="idc"),  # its base and +CMI runs are missing
+        Run(tmp_path, "k", 0, "skipped: plugin=dream does not plug into method=dm"),
+    ]
+    rows = table_rows("## table6\n" + table6(runs), "table6")
+    assert rows[0][:4] == ["technique", "dataset", "IPC", "base"]
+    dream, iid = rows[1:]
+    assert iid[:3] == ["IID on DM", "cifar10_jpg", "10"]
+    assert iid[3] == "41.00 ± 1.41"  # two seeds: std over seeds
+    assert iid[4:7] == ["44.00 ± 0.00", "45.00 ± 0.00", "47.00 ± 1.00"]  # one seed: over nets
+    assert iid[7] == "+2.00"
+    assert dream[0] == "DREAM on IDC" and dream[3:5] == ["missing", "missing"]
+    assert dream[7] == "missing"
+
+
+@pytest.mark.slow  # 6 jobs, 2 of them skipped (about 30 s): CI runs it (pytest -m slow)
+def test_table6_sweep_skips_what_does_not_apply_and_reports_the_technique(tmp_path, cache):
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=table6", "method=dm", "plugin=none,iid,dream")
+    text = report(sweep_dir)
+    assert "4 of 6 runs finished, 2 skipped" in text
+    rows = table_rows(text, "table6")
+    assert [r[0] for r in rows[1:]] == ["IID on DM"]
+    assert all("±" in c for c in rows[1][3:7]) and rows[1][7][0] in "+-"

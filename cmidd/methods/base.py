@@ -30,6 +30,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ..plugins.base import Plugin
 from ..runtime import build_seeded, generator
 from ..synthetic import SyntheticSet
 
@@ -40,14 +41,20 @@ class Method(ABC):
     cmi_every_step = False
     new_proxy_every_step = False
     iterates = True  # False: the set is made by initial_set alone (the coreset baselines)
+    plugin = Plugin()  # plugin=none; a technique attaches itself (cmidd.plugins)
 
     def initial_set(
         self, real, ipc: int, generator, init: str = "real", factor: int = 1, lr: float = None
     ):
         """The synthetic set the iterations start from: ``ipc`` images per class from distinct
         random real images (``factor``^2 of them tiled per stored image) or noise; the coreset
-        baselines select real images instead."""
-        return SyntheticSet.from_real(real, ipc, generator, init, factor, lr)
+        baselines select real images instead; a plug-in technique may choose the real images."""
+
+        def pick(c: int, n: int) -> torch.Tensor:
+            chosen = self.plugin.initial_images(self, c, n)
+            return real.sample(c, n, generator) if chosen is None else chosen
+
+        return SyntheticSet.from_real(real, ipc, generator, init, factor, lr, pick)
 
     @abstractmethod
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
@@ -93,12 +100,15 @@ class ClassMatching(Method):
             image_size=h,
         ).to(self.device)
 
-    def class_pairs(self, synthetic, syn_max: int = None):
+    def class_pairs(self, synthetic, net, syn_max: int = None):
         """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class;
-        with ``syn_max``, at most that many random (decoded) synthetic images per class."""
+        with ``syn_max``, at most that many random (decoded) synthetic images per class. The real
+        images are random unless the plug-in chooses them (by the matching ``net``)."""
         images, labels = synthetic.decoded()
         for c in range(self.real.num_classes):
-            real = self.real.sample(c, self.batch_real, self.sampler)
+            real = self.plugin.real_batch(self, c, net)
+            if real is None:
+                real = self.real.sample(c, self.batch_real, self.sampler)
             syn = images[labels == c]
             if syn_max is not None and len(syn) > syn_max:
                 syn = syn[torch.randperm(len(syn), generator=self.sampler)[:syn_max].to(syn.device)]

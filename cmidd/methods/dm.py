@@ -44,16 +44,18 @@ class DM(ClassMatching):
 
     def losses(self, synthetic, iteration: int):
         net = self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False)
-        pairs = list(self.class_pairs(synthetic))
+        pairs = list(self.class_pairs(synthetic, net))
         batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-        if self.fuse_classes and not batchnorm:
+        if self.fuse_classes and not batchnorm and not self.plugin.per_class:
             with torch.no_grad():
                 target = _class_means(net.embed, [real for _, real, _, _ in pairs], REAL_CHUNK)
             yield (target - _class_means(net.embed, [syn for _, _, syn, _ in pairs])).pow(2).sum()
             return
         loss = 0.0
-        for _, real, syn, _ in pairs:
+        for c, real, syn, _ in pairs:
             with torch.no_grad():
-                target = net.embed(real).mean(0)
-            loss = loss + (target - net.embed(syn).mean(0)).pow(2).sum()
+                real_features = net.embed(real)
+            features = net.embed(syn)
+            loss = loss + (real_features.mean(0) - features.mean(0)).pow(2).sum()
+            loss = loss + self.plugin.class_loss(c, net, real_features, features, syn)
         yield loss

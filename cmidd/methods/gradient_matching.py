@@ -69,7 +69,7 @@ class GradientMatching(ClassMatching):
 
     def _match(self, net: nn.Module, params: list, synthetic) -> torch.Tensor:
         loss = 0.0
-        for c, real, syn, syn_labels in self.class_pairs(synthetic):
+        for c, real, syn, syn_labels in self.class_pairs(synthetic, net):
             target = torch.full((len(real),), c, device=real.device)
             g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
             g_syn = torch.autograd.grad(

@@ -57,7 +57,7 @@ class IDC(ClassMatching):
     def _match(self, net: nn.Module, synthetic) -> torch.Tensor:
         params = self._conv_weights(net)
         loss = 0.0
-        for c, real, syn, syn_labels in self.class_pairs(synthetic, self.batch_syn_max):
+        for c, real, syn, syn_labels in self.class_pairs(synthetic, net, self.batch_syn_max):
             target = torch.full((len(real),), c, device=real.device)
             g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
             g_syn = torch.autograd.grad(

@@ -93,11 +93,12 @@ class IDM(ClassMatching):
         net = entry["net"].requires_grad_(False)
         accuracy = 100.0 * entry["correct"] / entry["seen"] if entry["seen"] else 0.0
         loss = 0.0
-        for _, real, syn, syn_labels in self.class_pairs(synthetic):
+        for c, real, syn, syn_labels in self.class_pairs(synthetic, net):
             with torch.no_grad():
-                target = net.embed(real).mean(0)
+                real_features = net.embed(real)
             features = net.embed(syn)
-            loss = loss + (target - features.mean(0)).pow(2).sum()
+            loss = loss + (real_features.mean(0) - features.mean(0)).pow(2).sum()
+            loss = loss + self.plugin.class_loss(c, net, real_features, features, syn)
             if self.ce_weight > 0 and accuracy > 0:
                 # Every cmidd network's forward is classifier(embed(x)): reuse the features.
                 logits = net.classifier(features)

@@ -78,9 +78,9 @@ class MTT(Method):
         }
         return functional_call(self.student, {**params, **self.buffers}, (x,))
 
-    def _batches(self, n: int):
-        """Index batches of ``batch_syn`` over shuffled passes of the set, as the reference does."""
-        size = self.batch_syn or n
+    def _batches(self, n: int, size: int = None):
+        """Index batches of ``size`` over shuffled passes of the set, as the reference does."""
+        size = size or n
         while True:
             yield from torch.randperm(n, generator=self.sampler).to(self.device).split(size)
 
@@ -88,13 +88,18 @@ class MTT(Method):
         if synthetic.lr is None:
             raise UserError("method=mtt needs a learnable learning rate: set method.synthetic_lr")
         expert = torch.randint(len(self.trajectories), (1,), generator=self.sampler).item()
-        start = torch.randint(self.max_start_epoch, (1,), generator=self.sampler).item()
+        low, high = self.plugin.start_epochs(iteration) or (0, self.max_start_epoch)
+        start = low + torch.randint(high - low, (1,), generator=self.sampler).item()
         theta_start, theta_target = self.trajectories.segment(
             expert, start, self.expert_epochs, self.device
         )
         images, labels = synthetic.decoded()
+        batch = self.batch_syn
+        stage = self.plugin.stage(synthetic, iteration)
+        if stage is not None:  # a plug-in's subset of the set, its frozen part included
+            images, labels, batch = images[stage.visible], labels[stage.visible], stage.batch
         theta = theta_start.clone().requires_grad_(True)
-        batches = self._batches(len(images))
+        batches = self._batches(len(images), batch)
         for _ in range(self.syn_steps):
             index = next(batches)
             logits = self._forward(theta, self.augment(images[index], self.aug_gen))

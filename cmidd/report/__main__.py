@@ -16,7 +16,10 @@ def report(root: Path) -> list:
     skipped = sum(r.status.startswith("skipped") for r in runs)
     count = f"{sum(r.ok for r in runs)} of {len(runs)} runs finished"
     if skipped:
-        count += f", {skipped} skipped (methods that take no CMI term, with cmi other than none)"
+        count += (
+            f", {skipped} skipped (combinations that do not apply: a method that takes no CMI "
+            "term with cmi other than none, or a plug-in on a method it does not plug into)"
+        )
     sections = [f"# Sweep {root.name}", "", count + ".", ""]
     for study in studies:
         if study in STUDIES:

@@ -183,6 +183,38 @@ def table5(runs: list) -> str:
     return _markdown(["method"] + columns, _method_rows(runs, columns, select))
 
 
+TECHNIQUES = {"iid": "IID", "dream": "DREAM", "seqmatch": "SeqMatch"}
+
+
+def _plugin(run) -> str:
+    return run.get("plugin.name") or "none"  # runs from before plug-ins had none
+
+
+def _setting(run) -> tuple:
+    return run.get("method.name"), run.get("dataset.name"), run.get("ipc")
+
+
+def table6(runs: list) -> str:
+    """The paper's Table 6: a row per plug-in technique on its base method (and dataset, IPC):
+    the base method without and with CMI, the technique without and with CMI, and what CMI adds
+    to the technique; mean ± std over seeds, in %."""
+    runs = [r for r in runs if not r.status.startswith("skipped")]
+    found = {(_plugin(r), *_setting(r)) for r in runs if _plugin(r) != "none"}
+    rows = []
+    for name, *setting in sorted(found, key=str):
+        mine = [r for r in runs if _setting(r) == tuple(setting)]
+        cells = [
+            summarize([r for r in mine if _plugin(r) == technique and _with_cmi(r) == with_cmi])
+            for technique in ("none", name)
+            for with_cmi in (False, True)
+        ]
+        method, dataset, ipc = setting
+        label = f"{TECHNIQUES.get(name, name)} on {method.upper()}"
+        rows.append([label, dataset, ipc, *(cell(c) for c in cells), _delta(cells[2], cells[3])])
+    header = ["technique", "dataset", "IPC", "base", "base + CMI", "technique", "technique + CMI"]
+    return _markdown(header + ["Δ (CMI on the technique)"], rows)
+
+
 def _number(value) -> bool:
     try:
         float(value)
@@ -194,6 +226,7 @@ def _number(value) -> bool:
 STUDIES = {
     "table1": table1,
     "table5": table5,
+    "table6": table6,
     "table7": table7,
     "weight": weight,
     "proxy_arch": proxy_arch,
@@ -205,6 +238,7 @@ COLUMNS = [
     "seed",
     "status",
     "method",
+    "plugin",
     "dataset",
     "ipc",
     "proxy",
@@ -232,6 +266,7 @@ def runs_csv(runs: list, root) -> str:
             run.seed,
             run.status,
             run.get("method.name"),
+            _plugin(run),
             run.get("dataset.name"),
             run.get("ipc"),
             run.get("proxy.name"),
