@@ -34,6 +34,7 @@ NEUTRAL = (
     "data_root",
     "download",
     "study",
+    "plugin.unsupported",  # skip or error: decides whether a run happens, not what it computes
 )
 # Keys that extend a run rather than change it: a resumed run may go on for longer (its
 # evaluation schedule may follow, e.g. eval.every derived from iterations).
@@ -90,6 +91,8 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 def differing_keys(saved: dict, current: dict) -> list:
     """The keys whose values differ between two resolved configs, ignoring neutral and
     extendable ones."""
+    if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
+        saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
     a, b = _flatten(saved), _flatten(current)
     return sorted(
         k

@@ -102,7 +102,8 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     check_data(cfg, real)
     check_config(cfg)  # the table lookups left for after the data
     method_needs, plugin_needs = cfg.method.get("needs", []), cfg.plugin.get("needs", [])
-    needs = {k: pretrained.get(k, cfg, real, device) for k in {*method_needs, *plugin_needs}}
+    kinds = dict.fromkeys([*method_needs, *plugin_needs])  # each once, in a fixed order
+    needs = {k: pretrained.get(k, cfg, real, device) for k in kinds}
     method = instantiate(cfg.method.algorithm)(
         real=real, seed=cfg.seed, device=device, **{k: needs[k] for k in method_needs}
     )

@@ -9,7 +9,7 @@ from torch import nn
 from cmidd.components import components
 from cmidd.errors import UserError
 from cmidd.plugins.base import class_rows
-from cmidd.plugins.dream import representatives
+from cmidd.plugins.dream import kmeans, representatives
 from cmidd.plugins.iid import centralization, covariance, covariance_gap, feature_map
 from cmidd.runtime import generator
 from cmidd.tasks import distill
@@ -44,17 +44,32 @@ def test_iid_covariance_uses_the_convnet_feature_map():
     assert feature_map(net, flat).shape == (2, 6, 16)
 
 
-def test_iid_adds_its_terms_to_dm_and_idm_with_their_own_weights(tiny):
-    cfg = tiny("method=dm", "plugin=iid", "cmi=none")
-    assert (cfg.plugin.technique.centralization, cfg.plugin.technique.covariance) == (0.05, 0.01)
-    idm = tiny("method=idm", "plugin=iid")
-    assert (idm.plugin.technique.centralization, idm.plugin.technique.covariance) == (0.01, 0.03)
-    base, iid = components(tiny("method=dm", "cmi=none")), components(cfg)
+@pytest.mark.parametrize(("method", "weights"), [("dm", (0.05, 0.01)), ("idm", (0.01, 0.03))])
+def test_iid_adds_its_weighted_terms_to_each_class_of_dm_and_idm(tiny, method, weights):
+    cfg = tiny(f"method={method}", "plugin=iid", "cmi=none")
+    assert (cfg.plugin.technique.centralization, cfg.plugin.technique.covariance) == weights
+    base, iid = components(tiny(f"method={method}", "cmi=none")), components(cfg)
+    plugin, terms = iid.method.plugin, []
+
+    def spy(c, net, real, syn, syn_images):
+        term = type(plugin).class_loss(plugin, c, net, real, syn, syn_images)
+        expected = weights[0] * centralization(plugin.proxy.embed(syn_images))
+        expected = expected + weights[1] * covariance_gap(
+            feature_map(net, real), feature_map(net, syn)
+        )
+        assert torch.allclose(term, expected) and expected > 0
+        terms.append(term.item())
+        return term
+
+    plugin.class_loss = spy
     losses = []
     for parts in (base, iid):
         parts.method.plugin.begin(0)
         losses.append(next(parts.method.losses(parts.synthetic, 0)).item())
-    assert losses[1] > losses[0] > 0  # same nets, batches and draws; IID's terms are >= 0
+    # Same nets, batches and draws: IID adds its terms, one per class, and nothing else.
+    assert len(terms) == iid.real.num_classes
+    assert losses[1] - losses[0] == pytest.approx(sum(terms), rel=1e-4)
+    assert plugin.proxy in plugin.pool.nets  # L_CC is in a pre-trained proxy's features
 
 
 @pytest.mark.parametrize("method", ["dsa", "idc"])
@@ -82,16 +97,18 @@ def test_table6_sweep_skips_the_combinations_that_do_not_apply(tiny, tmp_path):
 def test_dream_selects_the_sample_nearest_each_kmeans_centre():
     # Three tight clusters, each with one point exactly at its centre of mass.
     gen = torch.Generator().manual_seed(0)
-    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]], dtype=torch.float64)
     points = []
-    for c in centres:
-        ring = torch.randn(8, 2, generator=gen, dtype=torch.float64)
-        ring = ring - ring.mean(0)  # the cluster's mean is c exactly
-        points += [c.clone()] + list(c + 0.5 * ring)
+    for c in torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]]):
+        ring = torch.randn(8, 2, generator=gen)
+        points += [c.clone()] + list(c + 0.5 * (ring - ring.mean(0)))
     features = torch.stack(points)
-    chosen = representatives(features, 3, seed=0)
-    assert sorted(chosen.tolist()) == [0, 9, 18]  # the points at the centres
-    assert representatives(features[:2], 3, seed=0).tolist() == [0, 1]  # fewer than asked: all
+    centres = kmeans(features, 3, torch.Generator().manual_seed(1))
+    chosen = representatives(features, 3, torch.Generator().manual_seed(1))
+    for centre, index in zip(centres, chosen, strict=True):  # the nearest sample to each centre
+        assert (features - centre).norm(dim=1).argmin() == index
+    assert sorted(chosen.tolist()) == [0, 9, 18]  # here: the points at the clusters' means
+    few = representatives(features[:2], 3, gen)
+    assert few.tolist() == [0, 1]  # no more samples than centres: all of them
 
 
 def test_dream_matches_representatives_of_the_current_net_and_reclusters_on_its_interval(
@@ -99,14 +116,20 @@ def test_dream_matches_representatives_of_the_current_net_and_reclusters_on_its_
 ):
     import cmidd.plugins.dream as dream
 
-    calls = []
-    real_representatives = dream.representatives
+    clustered = []  # (size asked, the net's weights then, the indices chosen)
+    representatives_of, embed_of = dream.representatives, dream.embed_all
 
-    def counting(features, n, seed):
-        calls.append(n)
-        return real_representatives(features, n, seed)
+    def embed_spy(net, images):
+        clustered.append([torch.cat([p.flatten() for p in net.parameters()]).clone()])
+        return embed_of(net, images)
 
-    monkeypatch.setattr(dream, "representatives", counting)
+    def representatives_spy(features, n, gen):
+        chosen = representatives_of(features, n, gen)
+        clustered[-1] += [n, chosen]
+        return chosen
+
+    monkeypatch.setattr(dream, "embed_all", embed_spy)
+    monkeypatch.setattr(dream, "representatives", representatives_spy)
     cfg = tiny(
         "method=idc",
         "plugin=dream",
@@ -115,21 +138,36 @@ def test_dream_matches_representatives_of_the_current_net_and_reclusters_on_its_
         "method.algorithm.inner_loop=5",
         "method.algorithm.n_data=16",
         "plugin.technique.interval=2",
+        "plugin.technique.batch_real=8",
     )
-    assert cfg.plugin.technique.clusters == 128  # DREAM's real batch for IDC
+    assert tiny("method=idc", "plugin=dream").plugin.technique.batch_real == 128  # DREAM's
     parts = components(cfg)
-    classes = parts.real.num_classes
-    assert calls == [1 * 4] * classes  # the initial set: IPC x factor^2 representatives
-    calls.clear()
-    plugin, method = parts.method.plugin, parts.method
-    plugin.begin(0)
+    method, classes = parts.method, parts.real.num_classes
+    assert method.batch_real == 8  # also the batch IDC trains its network with
+    assert [n for _, n, _ in clustered] == [1 * 4] * classes  # the start: IPC x factor^2
+    clustered.clear()
+    seen, depth, apply = [], [], method.augment.apply  # the batches matching augments
+
+    def apply_spy(x, draw):  # composed augmentations call apply again: keep the outer calls
+        if not depth:
+            seen.append(x)
+        depth.append(1)
+        try:
+            return apply(x, draw)
+        finally:
+            depth.pop()
+
+    monkeypatch.setattr(method.augment, "apply", apply_spy)
+    method.plugin.begin(0)
     steps = method.losses(parts.synthetic, 0)
     for _ in range(5):
         next(steps)
-    assert calls == [128] * classes * 3  # steps 0, 2 and 4 of the 5
-    # The matched real images are the chosen representatives of the class.
-    chosen = plugin.chosen[0]
-    assert torch.equal(plugin.real_batch(method, 0, None), parts.real.train[0][chosen])
+    assert [n for _, n, _ in clustered] == [8] * classes * 3  # steps 0, 2 and 4 of 5
+    weights = [w for w, _, _ in clustered[::classes]]
+    assert not torch.equal(weights[0], weights[1])  # the matching net, trained in between
+    # Class 0 at step 0 is matched to its representatives (real first, then synthetic, per class).
+    assert torch.equal(seen[0], parts.real.train[0][clustered[0][2]])
+    assert torch.equal(seen[2 * classes], parts.real.train[0][clustered[0][2]])  # kept at step 1
 
 
 def test_dream_starts_from_representatives_of_an_untrained_net(tiny):
@@ -139,8 +177,7 @@ def test_dream_starts_from_representatives_of_an_untrained_net(tiny):
     real = parts.real.train[0]
     with torch.no_grad():
         features = net.embed(real)
-    first_seed = int(torch.randint(2**31 - 1, (1,), generator=generator(cfg.seed, "dream/kmeans")))
-    expected = real[representatives(features, cfg.ipc, first_seed)]
+    expected = real[representatives(features, cfg.ipc, generator(cfg.seed, "dream/kmeans"))]
     assert torch.equal(parts.synthetic.images[parts.synthetic.labels == 0], expected)
     random = components(tiny("method=dsa", "cmi=none")).synthetic
     assert not torch.equal(random.images[random.labels == 0], expected)
@@ -165,11 +202,20 @@ def test_seqmatch_freezes_earlier_subsets_and_keeps_them_in_the_student_batches(
     stage = plugin.stage(parts.synthetic, 3)
     assert torch.equal(stage.visible, first | second) and torch.equal(stage.trainable, second)
     assert plugin.stage(parts.synthetic, 1).visible.equal(first) and stage.batch == 50
+    method, starts, sizes = parts.method, [], []
+    segment, batches = method.trajectories.segment, method._batches
+    method.trajectories.segment = lambda e, start, *a: starts.append(start) or segment(e, start, *a)
+    method._batches = lambda n, size: sizes.append((n, size)) or batches(n, size)
     for iteration, used in ((0, first), (3, first | second)):  # the images the student sees
         parts.synthetic.images.grad = None
-        next(parts.method.losses(parts.synthetic, iteration)).backward()
+        next(method.losses(parts.synthetic, iteration)).backward()
         seen = parts.synthetic.images.grad.flatten(1).abs().sum(1) > 0
         assert torch.equal(seen, used)
+    assert sizes == [(50, 50), (100, 50)]  # batches of the current subset's size, from the union
+    for _ in range(20):
+        next(method.losses(parts.synthetic, 3))
+    assert starts[0] == 0 and set(starts[1:]) == {1, 2}  # stage 2 starts later on the experts
+    method.trajectories.segment, method._batches = segment, batches
 
     from cmidd.distill import Distillation
     from cmidd.loggers import NullLogger
@@ -213,6 +259,8 @@ def test_a_run_with_a_technique_resumes_exactly(tiny, tmp_path, monkeypatch):
     restore = crash_at(monkeypatch, DM, 5)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*cfg), tmp_path / "resumed")
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert "generator" in saved["plugin"]  # IID's proxy draws
     restore()
     distill(tiny(*cfg), tmp_path / "resumed")  # the proxy draws go on where they stopped
     assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "resumed"))

@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from ..errors import UserError
 from ..runtime import build_seeded, generator
+from ..synthetic import decode
 from .base import Method
 
 
@@ -97,7 +98,9 @@ class MTT(Method):
         batch = self.batch_syn
         stage = self.plugin.stage(synthetic, iteration)
         if stage is not None:  # a plug-in's subset of the set, its frozen part included
-            images, labels, batch = images[stage.visible], labels[stage.visible], stage.batch
+            visible = synthetic.images[stage.visible], synthetic.labels[stage.visible]
+            images, labels = decode(*visible, synthetic.factor)
+            batch = min(stage.batch, self.batch_syn or stage.batch)  # the table's, if smaller
         theta = theta_start.clone().requires_grad_(True)
         batches = self._batches(len(images), batch)
         for _ in range(self.syn_steps):

@@ -2,21 +2,23 @@
 ICCV 2023) on the gradient-matching methods (IDC, DC, DSA), as in its reference code
 (lyq312318224/DREAM, built on IDC: ``new_strategy.py`` and ``condense.py`` L506-645).
 
-Instead of a random real batch, each class is matched to representatives: k-means with
-``clusters`` centres (the reference's real batch size; default: the method's ``batch_real``) on
-the embeddings of all real images of the class under the *current* matching network, and for
-each centre the one real image nearest to it. The clustering is redone every ``interval``
-matching steps of an iteration (its first step included) and kept in between. The synthetic
-set starts from representatives too: per class, as many clusters as real images the set starts
-from (IPC x factor^2, tiled as the method tiles them), in a freshly initialized, untrained
-network (``init: true``).
+Instead of a random real batch, each class is matched to representatives: k-means with as many
+centres as the real batch (``batch_real``: DREAM's own, with which IDC then also trains its
+network, as in the reference; null: the method's) on the embeddings of all real images of the
+class under the *current* matching network, and for each centre the one real image nearest to
+it. The clustering is redone every ``interval`` matching steps of an iteration (its first step
+included) and kept in between. The synthetic set starts from representatives too: per class, as
+many clusters as real images the set starts from (IPC x factor^2, tiled as the method tiles
+them), in a freshly initialized, untrained network (``init: true``).
 
-k-means is scikit-learn's (the reference's is fast_pytorch_kmeans: one random start, at most 100
-Lloyd steps; scikit-learn's k-means++ start with one run is the comparable setting).
+k-means is the reference's algorithm (fast_pytorch_kmeans's defaults: centres started at random
+samples, Lloyd steps until the centres move by at most ``tol`` in squared distance, at most
+``max_iter`` steps), written out here so that it runs on the run's device and draws from the
+run's generator (scikit-learn's runs on the CPU only, and the paper's scale makes 200,000
+clusterings of 5,000 images each).
 """
 
 import torch
-from sklearn.cluster import KMeans
 
 from ..runtime import generator
 from .base import Plugin
@@ -24,32 +26,59 @@ from .base import Plugin
 
 @torch.no_grad()
 def embed_all(net, images, chunk: int = 1024) -> torch.Tensor:
-    return torch.cat([net.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+    """Embeddings of all ``images``, the net in eval mode (BatchNorm then uses its running
+    statistics rather than each chunk's, and keeps them), restored to its modes after."""
+    modes = [(m, m.training) for m in net.modules()]
+    net.eval()
+    try:
+        return torch.cat([net.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+    finally:
+        for module, training in modes:
+            module.train(training)
 
 
-def representatives(features: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+def kmeans(
+    points: torch.Tensor, n: int, gen: torch.Generator, max_iter: int = 100, tol: float = 1e-4
+) -> torch.Tensor:
+    """Lloyd's k-means of ``points`` [N, M] from ``n`` distinct random samples: the centres [n, M].
+    A centre left without points stays where it was."""
+    pick = torch.randperm(len(points), generator=gen)[:n].to(points.device)
+    centres = points[pick].clone()
+    for _ in range(max_iter):
+        assign = torch.cdist(points, centres).argmin(1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=n).unsqueeze(1)
+        moved = torch.where(counts > 0, sums / counts.clamp_min(1), centres)
+        shift = (moved - centres).pow(2).sum()
+        centres = moved
+        if shift <= tol:
+            break
+    return centres
+
+
+def representatives(features: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
     """Indices of the samples nearest to the ``n`` k-means centres of ``features`` [N, M], one
     per centre (all samples when there are no more than ``n``)."""
     if n >= len(features):
         return torch.arange(len(features), device=features.device)
-    points = features.double().cpu().numpy()
-    kmeans = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(points)
-    centres = torch.from_numpy(kmeans.cluster_centers_).to(features.device, torch.float64)
-    return torch.cdist(centres, features.double()).argmin(1)
+    features = features.float()
+    return torch.cdist(kmeans(features, n, gen), features).argmin(1)
 
 
 class DREAM(Plugin):
     name = "dream"
 
-    def __init__(self, interval: int, seed: int, init: bool = True, clusters: int = None):
+    def __init__(self, interval: int, seed: int, init: bool = True, batch_real: int = None):
         if interval < 1:
             raise ValueError(f"plugin.technique.interval={interval} is invalid: it must be >= 1")
-        self.interval, self.init, self.clusters = interval, init, clusters
+        self.interval, self.init, self.batch_real = interval, init, batch_real
         self.generator = generator(seed, "dream/kmeans")
         self.steps, self.chosen = {}, {}  # per class: matching steps this iteration, indices
 
-    def _seed(self) -> int:
-        return int(torch.randint(2**31 - 1, (1,), generator=self.generator))
+    def attach(self, method) -> None:
+        if self.batch_real:  # DREAM's real batch, for matching and (IDC) network training alike
+            method.batch_real = self.batch_real
+        super().attach(method)
 
     def begin(self, iteration: int) -> None:
         self.steps = {}
@@ -60,8 +89,7 @@ class DREAM(Plugin):
         self.steps[c] = step + 1
         if step % self.interval == 0:
             features = embed_all(net, images)
-            count = self.clusters or method.batch_real
-            self.chosen[c] = representatives(features, count, self._seed())
+            self.chosen[c] = representatives(features, method.batch_real, self.generator)
         return images[self.chosen[c].to(images.device)]
 
     def initial_images(self, method, c: int, n: int):
@@ -69,7 +97,7 @@ class DREAM(Plugin):
             return None
         net = method.fresh_network("dream/init").eval()
         images = method.real.train[c]
-        return images[representatives(embed_all(net, images), n, self._seed()).to(images.device)]
+        return images[representatives(embed_all(net, images), n, self.generator).to(images.device)]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -7,18 +7,17 @@ The stored images of every class are split into ``subsets`` consecutive subsets 
 - only subset k is updated; the subsets before it are frozen (the loop keeps them fixed, so
   neither the trajectory loss nor CMI moves them) and the later ones are not used yet;
 - the student's unrolled steps draw their batches from subsets 1..k together (L374-393), of the
-  current subset's size unless ``batch_syn`` is given (the reference's default, L166-169);
+  current subset's size unless ``batch_syn`` is given (the reference's default, L166-169), or
+  MTT's ``batch_syn`` where that is smaller;
 - the student starts from a later stage of the expert trajectories: start epochs in
   ``starts[k]`` = [lo, hi), by default the k-th of ``subsets`` equal parts of MTT's
   [0, max_start_epoch);
 - CMI, where it is added, is that of subsets 1..k.
 
-Where cmidd departs from the reference: the reference reaches later stages by training *new*
-experts warm-started on the earlier subsets (buffer.py --pre_names, L65-133), one buffer per
-stage; cmidd matches later epochs of the same experts (the paper's description), so no new
-buffers are built. The one learnable learning rate carries over between stages (the reference
-restarts it per subset), and the set is evaluated as one set (the reference trains the
-evaluation nets on S1, then S1+S2, ...).
+Where cmidd departs from the reference (docs/plugins.md lists every difference): the reference
+reaches later stages by training *new* experts warm-started on the earlier subsets
+(buffer.py --pre_names, L65-133), one buffer per stage; cmidd matches later epochs of the same
+experts (the paper's description), so no new buffers are built.
 """
 
 import torch
