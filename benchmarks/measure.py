@@ -63,19 +63,29 @@ def _alternate(loops: dict, iterations: int, device) -> dict:
 
 
 def iteration_cost(compose, overrides: list, iterations: int, every: int) -> dict:
-    """Seconds per iteration of the base method, base+CMI, and base+CMI every ``every``
-    iterations (with n a multiple of ``every``, the CMI runs on n/every of the timed ones)."""
+    """Seconds per iteration of the base method, base+CMI, base+CMI every ``every``
+    iterations (with n a multiple of ``every``, the CMI runs on n/every of the timed ones), and
+    base+CMI with ``cmi.weight=auto`` tracked (its weight measured at every step)."""
     base = components(compose([*overrides, "cmi.weight=0"]))
     with_cmi = components(compose(overrides), real=base.real)
     sparse = components(compose([*overrides, f"cmi.every={every}"]), real=base.real)
-    loops = {"base": _loop(base), "cmi": _loop(with_cmi), f"cmi_every_{every}": _loop(sparse)}
+    auto = components(
+        compose([*overrides, "cmi.weight=auto", "cmi.auto.mode=track"]), real=base.real
+    )
+    loops = {
+        "base": _loop(base),
+        "cmi": _loop(with_cmi),
+        f"cmi_every_{every}": _loop(sparse),
+        "cmi_auto": _loop(auto),
+    }
     mean = _alternate(loops, iterations, base.device)
     return {
         "seconds_per_iteration": mean,
         "iterations_timed": iterations,
-        "weight": with_cmi.cmi.weight,
+        "weight": "auto" if with_cmi.cmi.auto else with_cmi.cmi.weight,
         "ratio_cmi": mean["cmi"] / mean["base"],
         f"ratio_cmi_every_{every}": mean[f"cmi_every_{every}"] / mean["base"],
+        "ratio_auto_to_cmi": mean["cmi_auto"] / mean["cmi"],
     }
 
 

@@ -164,8 +164,9 @@ def _lines(report: dict) -> list:
             "",
             "## Cost per iteration (alternating, same process)",
             "",
-            "| method | base s/it | base + CMI s/it | ratio | CMI every k: ratio |",
-            "|---|---|---|---|---|",
+            "| method | base s/it | base + CMI s/it | ratio | CMI every k: ratio "
+            "| cmi.weight=auto vs fixed: ratio |",
+            "|---|---|---|---|---|---|",
         ]
         for method, r in s["cost"].items():
             if method == "seconds":
@@ -174,7 +175,7 @@ def _lines(report: dict) -> list:
             every = next(k for k in r if k.startswith("ratio_cmi_every_"))
             lines.append(
                 f"| {method} | {t['base']:.3f} | {t['cmi']:.3f} | {r['ratio_cmi']:.2f} | "
-                f"k={every.rsplit('_', 1)[1]}: {r[every]:.2f} |"
+                f"k={every.rsplit('_', 1)[1]}: {r[every]:.2f} | {r['ratio_auto_to_cmi']:.2f} |"
             )
     if "paper_step" in s:
         r = s["paper_step"]

@@ -1,7 +1,8 @@
 """Checkpoints of a distillation run, so that a killed or preempted run resumes where it was.
 
 A checkpoint holds the synthetic set, its optimizer, the number of iterations done, every random
-generator's state, the results so far and the logger's run id: tensors and plain containers
+generator's state, the method's, plug-in's and automatic CMI weight's state, the results so far
+and the logger's run id: tensors and plain containers
 only, so that it loads with ``torch.load(weights_only=True)`` (a checkpoint in a run directory
 is a file like any other, and a pickle could run code). It is written to a temporary file and
 renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and SIGUSR1
@@ -77,6 +78,50 @@ def set_global_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def loop_state(loop, done: int, seconds: float) -> dict:
+    """Everything a ``Distillation`` needs to continue after ``done`` iterations exactly as
+    without a stop."""
+    return {
+        "iteration": done,
+        "seconds": seconds,
+        "results": loop.results,
+        "config": loop.results["config"],
+        "synthetic": loop.synthetic.state(),
+        "optimizer": loop.optimizer.state_dict(),
+        "scheduler": loop.scheduler.state_dict() if loop.scheduler else None,
+        "method": loop.method.state_dict(),
+        "plugin": loop.method.plugin.state_dict(),
+        "proxy_generator": loop.cmi.generator.get_state() if loop.cmi else None,
+        "cmi_weight": loop.auto.state_dict() if loop.auto else None,
+        "rng": global_rng_state(),
+        "logger_run_id": loop.logger.run_id,
+    }
+
+
+def restore_loop(loop, state: dict) -> tuple:
+    """Put ``loop`` back in a checkpoint's ``state``; returns (iterations done, seconds)."""
+    loop.synthetic.restore(state["synthetic"])
+    loop.optimizer.load_state_dict(state["optimizer"])
+    if loop.scheduler is not None:
+        loop.scheduler.load_state_dict(state["scheduler"])
+    loop.method.load_state_dict(state["method"])
+    loop.method.plugin.load_state_dict(state.get("plugin", {}))  # none before plug-ins
+    if loop.cmi is not None:
+        loop.cmi.generator.set_state(state["proxy_generator"])
+    if loop.auto is not None and state.get("cmi_weight"):
+        loop.auto.load_state_dict(state["cmi_weight"])
+    set_global_rng_state(state["rng"])
+    # A resumed run may go on for longer than the first: the config is today's.
+    loop.results = {
+        **state["results"],
+        "status": "running",
+        "iterations": loop.iterations,
+        "config": loop.results["config"],
+    }
+    log.info("resumed from the checkpoint after %d iterations", state["iteration"])
+    return state["iteration"], state["seconds"]
+
+
 def _flatten(config: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in config.items():
@@ -94,10 +139,15 @@ def differing_keys(saved: dict, current: dict) -> list:
     if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
     a, b = _flatten(saved), _flatten(current)
+    # cmi.auto's settings only matter to a run whose weight is auto (and are absent before it).
+    auto = "auto" in (a.get("cmi.weight"), b.get("cmi.weight"))
     return sorted(
         k
         for k in a.keys() | b.keys()
-        if a.get(k) != b.get(k) and not k.startswith(NEUTRAL) and k not in EXTENDABLE
+        if a.get(k) != b.get(k)
+        and not k.startswith(NEUTRAL)
+        and k not in EXTENDABLE
+        and (auto or not k.startswith("cmi.auto."))
     )
 
 

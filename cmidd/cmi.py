@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .cmi_weight import AutoWeight
+
 
 def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
     """sum_s KL(P_s || Q) for the outputs [n, M] of one class, Q their mean distribution."""
@@ -75,7 +77,9 @@ class CMITerm:
     of one iteration where the method's reference does); ``measure`` is the detached CMI under
     the pool's first proxy, the value the paper's Tables 10-11 report. ``weight`` and ``every``
     are the loop's: it adds ``weight * CMI`` in every ``every``-th iteration, and never calls the
-    term when the weight is 0. ``pretrained`` says which pool was built (trained or not).
+    term when the weight is 0. ``weight="auto"`` leaves the weight to ``auto``, an
+    ``AutoWeight`` built from ``cmi.auto`` (cmidd/cmi_weight.py), and ``weight`` is then 0.
+    ``pretrained`` says which pool was built (trained or not).
     """
 
     def __init__(
@@ -88,11 +92,14 @@ class CMITerm:
         every: int = 1,
         pretrained: bool = True,
         name: str = None,
+        auto: dict = None,
     ):
         if space not in SPACES:
             raise ValueError(f"cmi.space={space!r} is not one of {sorted(SPACES)}")
         self.pool, self.method, self.generator = pool, SPACES[space], generator
-        self.per_class, self.weight, self.every = per_class, float(weight), every
+        self.auto = AutoWeight(**auto) if weight == "auto" else None
+        self.weight = 0.0 if self.auto else float(weight)
+        self.per_class, self.every = per_class, every
         self.pretrained, self.name = pretrained, name
 
     def _cmi(self, proxy, images, labels) -> torch.Tensor:
@@ -100,6 +107,11 @@ class CMITerm:
         if self.per_class:
             return per_class_cmi(outputs, images, labels)
         return empirical_cmi(outputs(images), labels)
+
+    @property
+    def active(self) -> bool:
+        """Whether the loop adds the term at all (a positive or automatic weight)."""
+        return self.auto is not None or self.weight > 0
 
     def draw(self):
         return self.pool.sample(self.generator)

@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import pretrained
+from .cmi_weight import weighted
 from .errors import UserError
 from .runtime import generator, resolve_device, seed_everything
 from .storage import Storage
@@ -74,8 +75,8 @@ def proxy_pool(cfg: DictConfig, real, device):
 def cmi_term(cfg: DictConfig, real, device, pool=None):
     """The run's CMI term (``cmi=...``) on its proxy pool (``pool`` if the method has loaded it
     already); without a pool (and weight 0) CMI is simply not measured (None)."""
-    weight = float(cfg.cmi.weight)
-    if weight > 0 and cfg.ipc == 1 and cfg.method.get("factor", 1) == 1:
+    weight = cfg.cmi.weight
+    if weighted(weight) and cfg.ipc == 1 and cfg.method.get("factor", 1) == 1:
         warnings.warn(
             f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
             "one image, so it is its own centroid and the CMI term is identically 0",
@@ -85,7 +86,7 @@ def cmi_term(cfg: DictConfig, real, device, pool=None):
         try:
             pool = proxy_pool(cfg, real, device)
         except pretrained.StoreError:
-            if weight > 0:
+            if weighted(weight):
                 raise
             log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
             return None

@@ -6,7 +6,8 @@ computed on the un-augmented (decoded) synthetic set, in the iterations where it
 ``cmi_every``-th; 1 by default, the paper suggests 5 as a cheaper variant), at the steps the
 method's reference code adds it (``Method.cmi_every_step``, ``Method.new_proxy_every_step``:
 the first or every image update of an iteration, one proxy per iteration or per step). With
-weight 0 the proxy never runs.
+weight 0 the proxy never runs; with ``cmi.weight=auto`` the weight comes from the two gradients
+at each such step (cmidd/cmi_weight.py).
 """
 
 import json
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Preempted, global_rng_state, set_global_rng_state
+from .checkpoint import Preempted, loop_state, restore_loop
 from .errors import NonFiniteError, UserError, describe
 from .progress import Progress
 from .synthetic import decode
 
 log = logging.getLogger(__name__)
+RECORDED = ("loss/", "cmi/weight")  # what the loss curve keeps of an iteration's logged values
 
 
 def _finite(value: float, iteration: int, term: str, rates: str) -> float:
@@ -63,16 +65,19 @@ class Distillation:
         self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
         self.out_dir, self.logger, self.cmi = Path(out_dir), logger, cmi
         self.log_every, self.checkpointer, self.loss_every = log_every, checkpointer, loss_every
-        # The term's own schedule (cmi.weight, cmi.every); no pool means no term.
+        # The term's own schedule (cmi.weight or cmi.auto, cmi.every); no pool means no term.
         self.weight = cmi.weight if cmi is not None else 0.0
+        self.auto = cmi.auto if cmi is not None else None
+        self.active = cmi is not None and cmi.active
         self.cmi_every = cmi.every if cmi is not None else 1
         self.done = 0  # iterations completed
         self.unsaved = None  # why synthetic.pt could not be written, if it could not
         self.results = {
             "accuracy": {},
             "accuracy_curve": [],
-            "loss_curve": [],  # {"iteration", "distill", "cmi", "total"} every loss_every
-            "cmi": {"start": None, "end": None},
+            # {"iteration", "distill", "cmi", "total"; "weight" with cmi.weight=auto}
+            "loss_curve": [],  # after the first iteration and every loss_every
+            "cmi": {"start": None, "end": None},  # and "weight" (the one used) at the end
             "iterations": iterations,
             "seconds_per_iteration": None,
             "status": "running",
@@ -83,7 +88,8 @@ class Distillation:
     def _rates(self) -> str:
         """The settings that can make the set diverge, for error messages."""
         learned = ", method.synthetic_lr.lr" if self.synthetic.lr is not None else ""
-        return f"method.optimizer.lr{learned} or cmi.weight"
+        weight = "cmi.auto.ratio" if self.auto is not None else "cmi.weight"
+        return f"method.optimizer.lr{learned} or {weight}"
 
     def _measure_cmi(self):
         return None if self.cmi is None else self.cmi.measure(*self.synthetic.decoded())
@@ -117,7 +123,7 @@ class Distillation:
 
     def _cmi_due(self, step: int, iteration: int) -> bool:
         return (
-            self.weight > 0
+            self.active
             and iteration % self.cmi_every == 0
             and (step == 0 or self.method.cmi_every_step)
         )
@@ -144,76 +150,58 @@ class Distillation:
         with torch.no_grad():
             images[fixed] = kept
 
+    def _backward(self, loss, cmi, stage) -> float:
+        """The gradients of ``loss + weight * cmi``; returns the weight used."""
+        if cmi is None or self.auto is None:
+            (loss if cmi is None else loss + self.weight * cmi).backward()
+            return self.weight
+        # cmi.weight=auto: the two gradients apart, to weigh them by their norms on the images
+        # this step trains; together they cost what the sum's backward costs.
+        images = self.synthetic.images
+        if loss.requires_grad:
+            loss.backward()
+        distill = torch.zeros_like(images) if images.grad is None else images.grad
+        (cmi_grad,) = torch.autograd.grad(cmi, images)
+        rows = slice(None) if stage is None else stage.trainable
+        weight = self.auto.update(distill[rows], cmi_grad[rows])
+        images.grad = distill.add_(cmi_grad, alpha=weight)
+        return weight
+
     def _step(self, iteration: int) -> dict:
-        losses = {"loss/distill": 0.0, "loss/cmi": 0.0}
+        losses = {"loss/distill": 0.0, "loss/cmi": 0.0, "loss/total": 0.0}
         proxy = None
         self.method.plugin.begin(iteration)
         stage = self.method.plugin.stage(self.synthetic, iteration)
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
-            total = loss
-            losses["loss/distill"] += _finite(
-                loss.item(), iteration, "the distillation loss", self._rates
-            )
+            distill = _finite(loss.item(), iteration, "the distillation loss", self._rates)
+            cmi, cmi_value = None, 0.0
             if self._cmi_due(k, iteration):
                 if proxy is None or self.method.new_proxy_every_step:
                     proxy = self.cmi.draw()
                 cmi = self.cmi(*self._cmi_set(stage), proxy=proxy)
-                total = loss + self.weight * cmi
-                losses["loss/cmi"] += _finite(cmi.item(), iteration, "the CMI term", self._rates)
+                cmi_value = _finite(cmi.item(), iteration, "the CMI term", self._rates)
             self.optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            weight = self._backward(loss, cmi, stage)
             self._update(stage)
             if not self.synthetic.is_finite():
                 raise NonFiniteError(
                     f"iteration {iteration + 1}: the synthetic set became NaN or "
                     f"infinite after the update (lower {self._rates})"
                 )
-        losses["loss/total"] = losses["loss/distill"] + self.weight * losses["loss/cmi"]
+            losses["loss/distill"] += distill
+            losses["loss/cmi"] += cmi_value
+            losses["loss/total"] += distill + weight * cmi_value
+        if self.auto is not None:
+            self.auto.end_iteration()
+            losses["cmi/weight"] = self.auto.value
         if self.synthetic.lr is not None:
             losses["synthetic/lr"] = self.synthetic.learned_lr
         return losses
 
-    def state(self, done: int, seconds: float) -> dict:
-        """Everything needed to continue after ``done`` iterations exactly as without a stop."""
-        return {
-            "iteration": done,
-            "seconds": seconds,
-            "results": self.results,
-            "config": self.results["config"],
-            "synthetic": self.synthetic.state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-            "method": self.method.state_dict(),
-            "plugin": self.method.plugin.state_dict(),
-            "proxy_generator": self.cmi.generator.get_state() if self.cmi else None,
-            "rng": global_rng_state(),
-            "logger_run_id": self.logger.run_id,
-        }
-
-    def restore(self, state: dict) -> tuple:
-        self.synthetic.restore(state["synthetic"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        self.method.load_state_dict(state["method"])
-        self.method.plugin.load_state_dict(state.get("plugin", {}))
-        if self.cmi is not None:
-            self.cmi.generator.set_state(state["proxy_generator"])
-        set_global_rng_state(state["rng"])
-        # A resumed run may go on for longer than the first: the config is today's.
-        self.results = {
-            **state["results"],
-            "status": "running",
-            "iterations": self.iterations,
-            "config": self.results["config"],
-        }
-        log.info("resumed from the checkpoint after %d iterations", state["iteration"])
-        return state["iteration"], state["seconds"]
-
     def _checkpoint(self, done: int, seconds: float, final: bool = False) -> None:
         if self.checkpointer is None or not (final or self.checkpointer.due(done)):
             return
-        self.checkpointer.save(self.state(done, seconds))
+        self.checkpointer.save(loop_state(self, done, seconds))
         if self.checkpointer.requested and not final:
             self.results["status"] = f"preempted after {done} iterations"
             write_json(self.out_dir / "results.json", self.results)
@@ -226,7 +214,7 @@ class Distillation:
         """The loss curve of results.json (the paper's Figure 5), after the first iteration and
         every ``loss_every`` iterations."""
         if self.done == 1 or self.done % self.loss_every == 0:
-            point = {k.split("/")[1]: v for k, v in losses.items() if k.startswith("loss/")}
+            point = {k.split("/")[1]: v for k, v in losses.items() if k.startswith(RECORDED)}
             self.results.setdefault("loss_curve", []).append({"iteration": self.done, **point})
 
     def _log_progress(self, progress: Progress, losses: dict, eval_times: list) -> None:
@@ -244,7 +232,7 @@ class Distillation:
     def run(self, state: dict = None) -> dict:
         """Distill from scratch, or from a checkpoint's ``state`` (a finished run's too, to
         extend it to more iterations)."""
-        start, seconds = self.restore(state) if state else (0, 0.0)
+        start, seconds = restore_loop(self, state) if state else (0, 0.0)
         self.done = start
         if state and state["results"]["status"] == "finished" and start == self.iterations:
             log.info("the checkpoint's run is finished after %d iterations", start)
@@ -280,6 +268,7 @@ class Distillation:
         self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
         self.method.finish(self.synthetic)
         self.results["cmi"]["end"] = self._measure_cmi()
+        self.results["cmi"]["weight"] = self.auto.value if self.auto else self.weight
         self.results["accuracy"] = self._evaluate(self.iterations)
         self.save_set()
         self.results["status"] = "finished"

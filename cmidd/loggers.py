@@ -5,6 +5,8 @@ import logging
 import os
 from pathlib import Path
 
+from .cmi_weight import weighted
+
 log = logging.getLogger(__name__)
 
 
@@ -59,7 +61,7 @@ def run_labels(cfg) -> dict:
             group = Path(hydra_cfg.sweep.dir).name
     except ValueError:  # composed outside a Hydra app
         pass
-    cmi = cfg.cmi.space if float(cfg.cmi.weight) > 0 else "none"
+    cmi = cfg.cmi.space if weighted(cfg.cmi.weight) else "none"
     tags = [
         f"method:{cfg.method.name}",
         f"dataset:{cfg.dataset.name}",

@@ -96,6 +96,7 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
         "cmi/start": results["cmi"]["start"],
         "cmi/end": results["cmi"]["end"],
         "seconds_per_iteration": results["seconds_per_iteration"],
+        "cmi/weight": results["cmi"].get("weight"),
     }
     for arch, r in results["accuracy"].items():
         summary |= {f"accuracy/{arch}": r["mean"], f"accuracy/{arch}_std": r["std"]}
@@ -109,7 +110,7 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
             "method": cfg.method.name,
             "dataset": cfg.dataset.name,
             "ipc": cfg.ipc,
-            "cmi_weight": float(cfg.cmi.weight),
+            "cmi_weight": results["cmi"].get("weight"),  # the weight used (auto: the chosen one)
             "seed": cfg.seed,
         },
     )

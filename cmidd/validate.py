@@ -11,6 +11,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from .cmi import SPACES
+from .cmi_weight import MODES
 from .errors import UserError
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,23 @@ def check_eval_nets(cfg: DictConfig) -> None:
             raise UserError(f"eval.nets.{arch}={OmegaConf.to_container(net)} is not a net config")
 
 
+def check_cmi_weight(cfg: DictConfig, strict: bool = True) -> None:
+    """``cmi.weight``: a number >= 0, or ``auto`` with its settings (``cmi.auto``)."""
+    weight = _value(cfg, "cmi.weight", strict)
+    if isinstance(weight, str) and weight != "auto":
+        raise UserError(f"cmi.weight={weight} is invalid: it must be a number >= 0 or auto")
+    if weight != "auto":
+        _number(cfg, "cmi.weight", 0, integer=False, strict=strict)
+        return
+    _choice(cfg, "cmi.auto.mode", MODES)
+    _number(cfg, "cmi.auto.calibrate", 1, integer=True)
+    _number(cfg, "cmi.auto.momentum", 0, integer=False)
+    if _number(cfg, "cmi.auto.ratio", 0, integer=False) == 0:
+        raise UserError("cmi.auto.ratio=0 is invalid: it must be a positive number")
+    if cfg.cmi.auto.momentum >= 1:
+        raise UserError(f"cmi.auto.momentum={cfg.cmi.auto.momentum} is invalid: it must be < 1")
+
+
 def plugin_mismatch(cfg: DictConfig) -> str:
     """Why ``plugin`` does not apply to ``method`` (None when it does)."""
     methods = cfg.plugin.methods
@@ -115,7 +133,7 @@ def check_config(cfg: DictConfig, strict: bool = True) -> None:
     _number(cfg, "log_every", 1, integer=True)
     _number(cfg, "loss_every", 1, integer=True)
     _number(cfg, "checkpoint.every", 0, integer=True)
-    _number(cfg, "cmi.weight", 0, integer=False, strict=strict)
+    check_cmi_weight(cfg, strict)
     _number(cfg, "cmi.every", 1, integer=True)
     _number(cfg, "eval.models", 1, integer=True)
     _number(cfg, "eval.epochs", 1, integer=True)

@@ -44,6 +44,7 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
         assert [it for it, _ in acc["convergence"]["curves"]["cmi"]] == [0, 2, 4]
         cost = sections["cost"][method]
         assert cost["ratio_cmi"] > 0 and cost["seconds_per_iteration"]["base"] > 0
+        assert cost["ratio_auto_to_cmi"] > 0
     assert sections["accuracy"]["dm"]["cmi_every"]["done"] == 2
     assert sections["evaluation"]["protocol"]["speedup_vectorized"] > 0
     assert sections["memory"]["whole_bytes"] > 0

@@ -31,6 +31,7 @@ def weight_plot(runs: list, path) -> None:
             capsize=3,
             label="with CMI",
         )
+    _auto_points(ax, [r for r in runs if r.get("cmi.weight") == "auto"])
     base = summarize(by_weight.get(0.0, []))
     if base["mean"] is not None:
         ax.axhline(100 * base["mean"], color="gray", linestyle="--", label="without CMI")
@@ -42,12 +43,34 @@ def weight_plot(runs: list, path) -> None:
     plt.close(fig)
 
 
+def _auto_points(ax, runs: list) -> None:
+    """``cmi.weight=auto`` runs: a point per setting, at the mean weight they chose."""
+    by_setting = defaultdict(list)
+    for run in runs:
+        if run.ok and isinstance(run.weight_used, (int, float)) and run.weight_used > 0:
+            by_setting[(run.get("cmi.auto.ratio"), run.get("cmi.auto.mode"))].append(run)
+    for (ratio, mode), group in sorted(by_setting.items(), key=str):
+        s = summarize(group)
+        if s["mean"] is None:
+            continue
+        ax.errorbar(
+            [statistics.fmean(r.weight_used for r in group)],
+            [100 * s["mean"]],
+            yerr=[100 * (s["std_seeds"] or s["std_networks"])],
+            marker="*",
+            markersize=10,
+            linestyle="none",
+            capsize=3,
+            label=f"auto (ratio {ratio}, {mode})",
+        )
+
+
 def curve_plot(runs: list, path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     by_setting = defaultdict(list)
     for run in runs:
         if run.ok:
-            by_setting["with CMI" if float(run.get("cmi.weight")) else "without CMI"].append(run)
+            by_setting["with CMI" if run.with_cmi else "without CMI"].append(run)
     for label, group in sorted(by_setting.items()):
         per_iteration = defaultdict(list)
         for run in group:
@@ -70,7 +93,7 @@ def loss_plot(runs: list, path) -> None:
     by_method = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.ok and run.results.get("loss_curve"):
-            setting = "with CMI" if float(run.get("cmi.weight")) else "without CMI"
+            setting = "with CMI" if run.with_cmi else "without CMI"
             by_method[run.get("method.name")][setting].append(run)
     panels = max(len(by_method), 1)
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.5), squeeze=False)

@@ -24,6 +24,18 @@ class Run:
     def config(self) -> dict:
         return self.results.get("config", {})
 
+    @property
+    def with_cmi(self) -> bool:
+        """Whether the run used the regularizer (a weight that is a string is ``auto`` or a
+        CMI option's table entry left unresolved)."""
+        weight = self.get("cmi.weight")
+        return isinstance(weight, str) or bool(weight)
+
+    @property
+    def weight_used(self):
+        """The CMI weight the run used: ``auto``'s choice, else the config's (older runs)."""
+        return (self.results.get("cmi") or {}).get("weight", self.get("cmi.weight"))
+
     def get(self, dotted: str):
         node = self.config
         for part in dotted.split("."):

@@ -18,12 +18,6 @@ def _order(value):
     return (value is None, value != "convnet", str(value))
 
 
-def _with_cmi(run) -> bool:
-    """Whether the run used the regularizer (an unresolved weight comes from a CMI option)."""
-    weight = run.get("cmi.weight")
-    return isinstance(weight, str) or bool(weight)
-
-
 def _groups(runs: list, *keys) -> dict:
     """Runs grouped by the values of config ``keys``."""
     groups = defaultdict(list)
@@ -68,14 +62,30 @@ def table7(runs: list) -> str:
     return _markdown(["CMI space", "pre-trained"] + proxies, rows)
 
 
+def _auto_label(group: list) -> str:
+    """``auto`` with its settings and the weights it chose (mean, and range over the runs)."""
+    first = group[0]
+    chosen = [r.weight_used for r in group if _number(r.weight_used)]
+    label = f"auto (ratio {first.get('cmi.auto.ratio')}, {first.get('cmi.auto.mode')})"
+    if chosen:
+        label += f": {sum(chosen) / len(chosen):.4g}"
+        label += f" [{min(chosen):.4g}, {max(chosen):.4g}]" if len(chosen) > 1 else ""
+    return label
+
+
 def weight(runs: list) -> str:
-    groups = _groups(runs, "cmi.weight")
+    """A row per fixed weight, by value, then a row per ``auto`` setting with its choices."""
+    fixed = _groups([r for r in runs if r.get("cmi.weight") != "auto"], "cmi.weight")
+    auto = _groups(
+        [r for r in runs if r.get("cmi.weight") == "auto"], "cmi.auto.ratio", "cmi.auto.mode"
+    )
     rows = [
         [w, cell(summarize(g))]
         for (w,), g in sorted(
-            groups.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1
+            fixed.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1
         )
     ]
+    rows += [[_auto_label(g), cell(summarize(g))] for _, g in sorted(auto.items(), key=str)]
     return _markdown(["cmi.weight", "accuracy (%)"], rows)
 
 
@@ -91,8 +101,8 @@ def proxy_arch(runs: list) -> str:
     groups = _groups(runs, "proxy.name")
     rows = []
     for (proxy,), group in sorted(groups.items(), key=lambda i: _order(i[0][0])):
-        base = [r for r in group if not _with_cmi(r)]
-        reg = [r for r in group if _with_cmi(r)]
+        base = [r for r in group if not r.with_cmi]
+        reg = [r for r in group if r.with_cmi]
         rows.append(
             [
                 proxy,
@@ -141,8 +151,8 @@ def _method_rows(runs: list, columns: list, select) -> list:
     rows = []
     for method in _methods(runs):
         mine = [r for r in runs if r.get("method.name") == method]
-        base = [r for r in mine if not _with_cmi(r)]
-        reg = [r for r in mine if _with_cmi(r)]
+        base = [r for r in mine if not r.with_cmi]
+        reg = [r for r in mine if r.with_cmi]
         rows.append(
             [LABELS.get(method, method.upper() if method in BASES else method.capitalize())]
             + [cell(select(base, c)) if base else "missing" for c in columns]
@@ -204,7 +214,7 @@ def table6(runs: list) -> str:
     for name, *setting in sorted(found, key=str):
         mine = [r for r in runs if _setting(r) == tuple(setting)]
         cells = [
-            summarize([r for r in mine if _plugin(r) == technique and _with_cmi(r) == with_cmi])
+            summarize([r for r in mine if _plugin(r) == technique and r.with_cmi == with_cmi])
             for technique in ("none", name)
             for with_cmi in (False, True)
         ]
@@ -245,6 +255,7 @@ COLUMNS = [
     "cmi_space",
     "cmi_pretrained",
     "cmi_weight",
+    "cmi_weight_used",
     "arch",
     "accuracy",
     "accuracy_std",
@@ -273,6 +284,7 @@ def runs_csv(runs: list, root) -> str:
             run.get("cmi.space"),
             run.get("cmi.pretrained"),
             run.get("cmi.weight"),
+            run.weight_used,
         ]
         tail = [
             (run.results.get("cmi") or {}).get("start"),
