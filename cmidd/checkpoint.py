@@ -42,6 +42,13 @@ NEUTRAL = (
 EXTENDABLE = ("iterations", "eval.every")
 
 
+# Keys that follow ``iterations`` and so refuse an extended run, with the reason.
+WHY = {
+    "plugin.technique.iterations": "the technique's stages are shared out over the run's "
+    "iterations, so a finished run cannot be extended with more"
+}
+
+
 class Preempted(Exception):
     """The run stopped on a signal after writing a checkpoint; run the same command to resume."""
 
@@ -196,8 +203,9 @@ class Checkpointer:
                 f"{k}={_flatten(saved).get(k)!r} (now {_flatten(config).get(k)!r})"
                 for k in differing[:5]
             )
+            why = "".join(f" ({WHY[k]})" for k in differing if k in WHY)
             raise UserError(
-                f"checkpoint {self.path} is from a run with other settings: {shown}; "
+                f"checkpoint {self.path} is from a run with other settings: {shown}{why}; "
                 "use another run directory or delete the checkpoint"
             )
         if config["iterations"] < state["iteration"]:

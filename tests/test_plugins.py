@@ -264,3 +264,14 @@ def test_a_run_with_a_technique_resumes_exactly(tiny, tmp_path, monkeypatch):
     restore()
     distill(tiny(*cfg), tmp_path / "resumed")  # the proxy draws go on where they stopped
     assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "resumed"))
+
+
+def test_extending_a_seqmatch_run_is_refused_saying_why(tmp_path):
+    from cmidd.checkpoint import Checkpointer
+
+    config = {"iterations": 4, "plugin": {"name": "seqmatch", "technique": {"iterations": 4}}}
+    checkpointer = Checkpointer(tmp_path / "checkpoint.pt", every=1)
+    checkpointer.save({"config": config, "iteration": 4})
+    longer = {"iterations": 8, "plugin": {"name": "seqmatch", "technique": {"iterations": 8}}}
+    with pytest.raises(UserError, match=r"iterations=4 \(now 8\) \(the technique's stages are"):
+        checkpointer.load(longer)
