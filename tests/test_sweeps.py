@@ -99,9 +99,10 @@ def test_table7_sweep_and_its_report(tmp_path, cache):
 
 @pytest.mark.slow  # 20 s on 2 cores; the suite stays under 10 minutes: CI runs it (pytest -m slow)
 def test_weight_sweep_plots_accuracy_against_the_weight(tmp_path, cache):
-    sweep_dir, _ = launch(tmp_path, cache, "sweep=weight", "cmi.weight=0,10,100")
+    sweep_dir, _ = launch(tmp_path, cache, "sweep=weight", "cmi.weight=0,10,100,auto")
     text = report(sweep_dir)
     assert "| 0.0 |" in text or "| 0 |" in text
+    assert "| auto (ratio 0.4, freeze): " in text  # with the weight it chose
     assert (sweep_dir / "weight.png").stat().st_size > 1000
 
 
