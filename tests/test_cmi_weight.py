@@ -202,6 +202,7 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     assert (tmp_path / "weight.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # two crashes and resumes (7 s): CI runs it (pytest -m slow)
 @pytest.mark.parametrize("mode", ["track", "freeze"])
 def test_a_resumed_auto_run_goes_on_with_the_same_weight(tiny, tmp_path, monkeypatch, mode):
     from test_resume import crash_at, final_images
@@ -223,6 +224,8 @@ def test_a_resumed_auto_run_goes_on_with_the_same_weight(tiny, tmp_path, monkeyp
     assert resumed["cmi"]["weight"] == whole["cmi"]["weight"]
 
 
+# 7 tiny runs (12 s): CI runs it (pytest -m slow); the default suite has dm, idc, idm, mtt below.
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["dm", "dc", "dsa", "idc", "idm", "mtt", "sre2l"])
 def test_every_method_takes_auto_at_the_steps_of_a_fixed_weight(
     method, tiny, mtt, tmp_path, monkeypatch
