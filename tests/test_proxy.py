@@ -115,6 +115,7 @@ def test_launcher_reports_a_missing_pool_in_one_line_with_exit_status_2(cache, t
     assert line.startswith("error: proxy pool") and "python launch.py task=pretrain" in line
 
 
+@pytest.mark.slow  # two launcher processes (14 s on 2 cores): CI runs it (pytest -m slow)
 def test_two_processes_building_one_pool_train_each_proxy_once(cache, tmp_path):
     import subprocess
     import sys

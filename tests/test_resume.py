@@ -105,8 +105,10 @@ def launch(out_dir, cache, *extra):
     return job
 
 
-# SIGKILL is slow (a minute on 2 cores) and shares its path with the crash tests: CI runs it.
-@pytest.mark.parametrize("how", [pytest.param("SIGKILL", marks=pytest.mark.slow), "SIGTERM"])
+# Both take about a minute on 2 cores (three launcher processes each), and the in-process crash
+# tests above share their path: CI runs them (pytest -m slow).
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
 def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
     whole = launch(tmp_path / "whole", cache)
     assert whole.wait(timeout=300) == 0, whole.console.read_text()[-2000:]

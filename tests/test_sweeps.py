@@ -139,6 +139,7 @@ def test_proxy_arch_sweep_reports_cmi_at_start_and_end(tmp_path, cache):
         assert start > 0 and end_without > 0 and end_with > 0
 
 
+@pytest.mark.slow  # a 3-job sweep in a subprocess (20 s on 2 cores): CI runs it (pytest -m slow)
 def test_a_failed_job_does_not_stop_the_others_and_says_why(tmp_path, cache):
     # dataset=imagefolder (no root, no weight for it in the table) fails inside its job.
     sweep_dir, done = launch(tmp_path, cache, "-m", "dataset=imagefolder,digits", ok=False)
