@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from hydra import compose, initialize_config_dir
-from measure import ROOT, _alternate, _loop, _peak_resident_bytes
+from measure import ROOT, _peak_resident_bytes, alternate, timing_loop
 
 from cmidd.components import components
 
@@ -18,7 +18,9 @@ STORAGES = ("memory", "disk", "stream")
 def storage_cost(compose_fn, overrides: list, iterations: int) -> dict:
     configs = {s: [*overrides, "method=dm", f"dataset.storage={s}"] for s in STORAGES}
     parts = {s: components(compose_fn(configs[s])) for s in STORAGES}  # decodes the disk cache
-    mean = _alternate({s: _loop(p) for s, p in parts.items()}, iterations, parts["disk"].device)
+    mean = alternate(
+        {s: timing_loop(p) for s, p in parts.items()}, iterations, parts["disk"].device
+    )
     del parts
     peak = {s: _child_peak_mib(configs[s], iterations) for s in STORAGES}
     cost = {
@@ -42,7 +44,7 @@ def _child_peak_mib(overrides: list, iterations: int) -> float:
 
 def _child(spec: dict) -> dict:
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        loop = _loop(components(compose(config_name="config", overrides=spec["overrides"])))
+        loop = timing_loop(components(compose(config_name="config", overrides=spec["overrides"])))
     for it in range(spec["iterations"]):
         loop._step(it)
     return {"peak_bytes": _peak_resident_bytes()}

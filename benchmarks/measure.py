@@ -26,12 +26,12 @@ from cmidd.runtime import build_seeded, resolve_device  # noqa: E402
 from cmidd.synthetic import SyntheticSet  # noqa: E402
 
 
-def _sync(device) -> None:
+def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _loop(parts) -> Distillation:
+def timing_loop(parts) -> Distillation:
     """A distillation loop without evaluation or logging, for timing its steps."""
     return Distillation(
         parts.synthetic,
@@ -47,16 +47,16 @@ def _loop(parts) -> Distillation:
     )
 
 
-def _alternate(loops: dict, iterations: int, device) -> dict:
+def alternate(loops: dict, iterations: int, device) -> dict:
     """Mean seconds per step of each loop, stepping them in turn on iterations 1..n and rotating
     who goes first; iteration 0 warms up (allocations, lazy initialization) untimed."""
     seconds, names = {name: [] for name in loops}, list(loops)
     for it in range(iterations + 1):
         for name in names[it % len(names) :] + names[: it % len(names)]:
-            _sync(device)
+            sync(device)
             tic = time.perf_counter()
             loops[name]._step(it)
-            _sync(device)
+            sync(device)
             if it > 0:
                 seconds[name].append(time.perf_counter() - tic)
     return {name: statistics.fmean(s) for name, s in seconds.items()}
@@ -73,12 +73,12 @@ def iteration_cost(compose, overrides: list, iterations: int, every: int) -> dic
         compose([*overrides, "cmi.weight=auto", "cmi.auto.mode=track"]), real=base.real
     )
     loops = {
-        "base": _loop(base),
-        "cmi": _loop(with_cmi),
-        f"cmi_every_{every}": _loop(sparse),
-        "cmi_auto": _loop(auto),
+        "base": timing_loop(base),
+        "cmi": timing_loop(with_cmi),
+        f"cmi_every_{every}": timing_loop(sparse),
+        "cmi_auto": timing_loop(auto),
     }
-    mean = _alternate(loops, iterations, base.device)
+    mean = alternate(loops, iterations, base.device)
     return {
         "seconds_per_iteration": mean,
         "iterations_timed": iterations,
@@ -96,7 +96,9 @@ def fusion_speedup(compose, overrides: list, iterations: int) -> dict:
     after = components(
         compose([*overrides, "method.algorithm.fuse_classes=true"]), real=before.real
     )
-    mean = _alternate({"before": _loop(before), "after": _loop(after)}, iterations, before.device)
+    mean = alternate(
+        {"before": timing_loop(before), "after": timing_loop(after)}, iterations, before.device
+    )
     return {
         "seconds_per_iteration": mean,
         "iterations_timed": iterations,
@@ -118,10 +120,10 @@ def evaluation_cost(compose, overrides: list, epochs: tuple) -> dict:
     for k, epoch_count in enumerate(epochs):
         for vectorize in (False, True) if k % 2 == 0 else (True, False):
             evaluator = instantiate(cfg.eval, epochs=epoch_count, vectorize=vectorize)
-            _sync(parts.device)
+            sync(parts.device)
             tic = time.perf_counter()
             evaluator(images, labels, parts.real, cfg.seed)
-            _sync(parts.device)
+            sync(parts.device)
             timings[(vectorize, epoch_count)] = time.perf_counter() - tic
     low, high = epochs
     out = {

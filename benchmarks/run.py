@@ -11,8 +11,10 @@ Sections: accuracy (base vs base+CMI per method over seeds, the random-real floo
 kept with cmi.every, and convergence from the accuracy curves), cost (seconds per iteration,
 side by side, as ratios), evaluation (one evaluation, sequential vs vectorized networks) and
 memory (the CMI term, whole set vs per class), mtt_memory (one MTT iteration by the number
-of unrolled student steps) and storage (DM with the real images in memory, on disk or
-streamed: time per iteration side by side, peak resident memory). Writes <out>/benchmarks.json and
+of unrolled student steps), storage (DM with the real images in memory, on disk or
+streamed: time per iteration side by side, peak resident memory) and speed (DM+CMI and DSA+CMI
+iterations, one evaluation network and one proxy-training epoch with compute.micro_batch=0 and
+auto, alternating). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
 
@@ -28,9 +30,27 @@ import torch
 from data_cost import storage_cost
 from hydra import compose, initialize_config_dir
 from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
+from speed import speed
 from summary import accuracy_tables, write_summary
 
-SECTIONS = ("accuracy", "cost", "paper_step", "evaluation", "memory", "mtt_memory", "storage")
+SECTIONS = (
+    "accuracy",
+    "cost",
+    "paper_step",
+    "evaluation",
+    "memory",
+    "mtt_memory",
+    "storage",
+    "speed",
+)
+# The paper's shape of one run (CIFAR-10, ConvNet-128, IPC 10, 256 real images per class, a
+# ResNet-18 proxy, untrained: the timing does not depend on its weights).
+PAPER_SHAPE = [
+    "experiment=paper",
+    "dataset=cifar10_jpg",
+    "cmi.pretrained=false",
+    "proxy.pool_size=1",
+]
 
 FULL = {
     "overrides": ["experiment=cpu_cifar10"],
@@ -45,17 +65,20 @@ FULL = {
     # One MTT iteration at CIFAR-10 IPC 10's shape (ConvNet-128 student, 100 images per step).
     "mtt_memory": {"classes": 10, "ipc": 10, "steps": [10, 20, 30], "width": 128},
     "storage_iterations": 20,  # DM with the real images in memory, on disk, streamed
-    # The DM+CMI iteration at the paper's shape: CIFAR-10, ConvNet-128, IPC 10, 256 real images
-    # per class, a ResNet-18 proxy (untrained: the timing does not depend on its weights).
-    "paper_step": {
-        "overrides": [
-            "experiment=paper",
-            "dataset=cifar10_jpg",
-            "method=dm",
-            "cmi.pretrained=false",
-            "proxy.pool_size=1",
-        ],
-        "iterations": 4,
+    # The DM+CMI iteration at the paper's shape, fused classes against class by class.
+    "paper_step": {"overrides": [*PAPER_SHAPE, "method=dm"], "iterations": 4},
+    # Micro-batched forwards (compute.micro_batch) against the batches before issue 21.
+    "speed": {
+        "iterations": {
+            "dm_paper": ([*PAPER_SHAPE, "method=dm"], 3),
+            # 2 outer steps of 5 inner epochs instead of the paper's 10 of 50 (minutes on a CPU)
+            "dsa_paper": ([*PAPER_SHAPE, "method=dsa", "method.algorithm.loops=[2,5]"], 2),
+            "dm_cpu_cifar10": (["experiment=cpu_cifar10", "method=dm"], 6),
+            "dsa_cpu_cifar10": (["experiment=cpu_cifar10", "method=dsa"], 2),
+        },
+        "small": ["experiment=cpu_cifar10", "method=dm"],
+        "repeats": 2,
+        "proxy_images": 10240,
     },
 }
 QUICK = {
@@ -95,6 +118,18 @@ QUICK = {
             "proxy.net.width=8",
         ],
         "iterations": 2,
+    },
+    "speed": {
+        "iterations": {
+            "dm_digits": (
+                ["dataset=digits", "method=dm", "cmi.weight=100", "proxy.net.width=8"]
+                + ["proxy.pool_size=2", "proxy.recipe.epochs=1"],
+                2,
+            )
+        },
+        "small": ["dataset=digits", "eval.epochs=2", "eval.nets.convnet.width=8"],
+        "repeats": 1,
+        "proxy_images": 256,
     },
 }
 
@@ -256,6 +291,9 @@ def main(argv=None) -> int:
                 result = run_evaluation(settings, compose_fn)
             elif section == "memory":
                 result = run_memory(settings, compose_fn, device)
+            elif section == "speed":
+                common = [f"device={args.device}", "logger=none", *args.extra]
+                result = speed(compose_fn, settings["speed"], common)
             elif section == "mtt_memory":
                 result = run_mtt_memory(settings, compose_fn, device)
             elif section == "storage":

@@ -247,6 +247,21 @@ def _lines(report: dict) -> list:
                 if k != "memory"
             ),
         ]
+    if "speed" in s:
+        lines += [
+            "",
+            f"## Speed: compute.micro_batch=0 (before) and auto (after), {s['speed']['threads']} "
+            "threads",
+            "",
+            "| workload | before s | after s | speed-up |",
+            "|---|---|---|---|",
+            *(
+                f"| {name} | {r['seconds']['before']:.3f} | {r['seconds']['after']:.3f} | "
+                f"{r['speedup']:.2f} |"
+                for name, r in s["speed"].items()
+                if isinstance(r, dict) and "speedup" in r
+            ),
+        ]
     return lines
 
 

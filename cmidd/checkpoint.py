@@ -31,6 +31,7 @@ NEUTRAL = (
     "checkpoint",
     "resume",
     "device",
+    "compute.",  # speed only; results differ by rounding (cmidd/batching.py)
     "cache_dir",
     "data_root",
     "download",

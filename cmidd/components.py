@@ -13,7 +13,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from . import pretrained
+from . import batching, pretrained
 from .cmi_weight import weighted
 from .errors import UserError
 from .runtime import generator, resolve_device, seed_everything
@@ -98,6 +98,7 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     keep_baseline(cfg)
     check_config(cfg, strict=False)
     device = resolve_device(cfg.device)
+    batching.configure(cfg.compute.micro_batch)
     seed_everything(cfg.seed)
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)

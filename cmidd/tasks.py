@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from . import distributed, pretrained
+from . import batching, distributed, pretrained
 from .checkpoint import Checkpointer
 from .components import components, load_real
 from .distill import Distillation, write_json
@@ -137,6 +137,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
             f"eval={cfg.eval._target_.rsplit('.', 1)[-1]} runs in one process; under torchrun "
             "task=evaluate is data-parallel with eval=kd only"
         )
+    batching.configure(cfg.compute.micro_batch)
     device = distributed.setup(cfg.device)
     try:
         return _evaluate(cfg, out_dir, evaluator, device)
@@ -176,6 +177,7 @@ def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:
     check_device(cfg.device)
     check_data_source(cfg)
     device = resolve_device(cfg.device)
+    batching.configure(cfg.compute.micro_batch)
     real = load_real(cfg, device)
     metas = pretrained.build(kind, cfg, real, device)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,21 @@
 """Training and testing a classifier on tensors that already sit on the device."""
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .batching import backward, infer
 
-def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Tensor:
-    """Cross-entropy with CutMix (Yun et al., 2019; beta(1, 1)) applied with probability ``p``,
-    as IDC trains its networks (its train.py): a box of a shuffled batch is pasted in, and the
-    loss mixes both labels by the box's share of the image."""
+
+def cutmix_batch(images, labels, generator, p: float) -> tuple:
+    """CutMix (Yun et al., 2019; beta(1, 1)) applied with probability ``p``, as IDC trains its
+    networks (its train.py): a box of a shuffled batch is pasted in. Returns the images and the
+    (labels, share) pairs whose cross-entropies the loss mixes by the box's share of the image."""
     if torch.rand(1, generator=generator).item() >= p:
-        return F.cross_entropy(net(images), labels)
+        return images, [(labels, 1.0)]
     n, _, h, w = images.shape
     lam = torch.rand(1, generator=generator).item()
     cut_h, cut_w = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
@@ -23,10 +26,18 @@ def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Te
     mixed = images.clone()
     mixed[:, :, top:bottom, left:right] = images[perm, :, top:bottom, left:right]
     kept = 1 - (bottom - top) * (right - left) / (h * w)
-    logits = net(mixed)
-    return kept * F.cross_entropy(logits, labels) + (1 - kept) * F.cross_entropy(
-        logits, labels[perm]
-    )
+    return mixed, [(labels, kept), (labels[perm], 1 - kept)]
+
+
+def mixed_cross_entropy(targets: list, logits, rows=slice(None)) -> torch.Tensor:
+    """sum of share * cross-entropy over the (labels, share) ``targets``, on ``rows``."""
+    return sum(share * F.cross_entropy(logits, labels[rows]) for labels, share in targets)
+
+
+def cutmix_loss(net: nn.Module, images, labels, generator, p: float) -> torch.Tensor:
+    """The cross-entropy of ``net`` on ``cutmix_batch``'s images (IDC's training loss)."""
+    images, targets = cutmix_batch(images, labels, generator, p)
+    return mixed_cross_entropy(targets, net(images))
 
 
 class StepSchedule:
@@ -104,27 +115,23 @@ def train_classifier(
             x = images[index]
             if augment is not None:
                 x = augment(x, generator)
+            targets = [(labels[index], 1.0)]
             if cutmix > 0:
-                loss = cutmix_loss(net, x, labels[index], generator, cutmix)
-            else:
-                loss = F.cross_entropy(net(x), labels[index])
+                x, targets = cutmix_batch(x, labels[index], generator, cutmix)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward(net, x, partial(mixed_cross_entropy, targets))
             optimizer.step()
         if on_epoch is not None:
             on_epoch(epoch)
     return net
 
 
-@torch.no_grad()
-def accuracy(
-    net: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1024
-) -> float:
+def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Test accuracy of ``net`` in eval mode, restored to its mode after."""
     was_training = net.training
     net.eval()
-    correct = sum(
-        (net(images[i : i + batch_size]).argmax(1) == labels[i : i + batch_size]).sum().item()
-        for i in range(0, len(images), batch_size)
-    )
-    net.train(was_training)
-    return correct / len(images)
+    try:
+        predicted = infer(net, images).argmax(1)
+    finally:
+        net.train(was_training)
+    return (predicted == labels).sum().item() / len(images)

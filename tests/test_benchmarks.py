@@ -32,6 +32,7 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
         "memory",
         "mtt_memory",
         "storage",
+        "speed",
     }
     assert "skipped" in sections["storage"]  # the quick settings' digits stay in memory
     assert sections["paper_step"]["speedup"] > 0
@@ -48,8 +49,11 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     assert sections["accuracy"]["dm"]["cmi_every"]["done"] == 2
     assert sections["evaluation"]["protocol"]["speedup_vectorized"] > 0
     assert sections["memory"]["whole_bytes"] > 0
+    speed = sections["speed"]
+    assert {"dm_digits", "evaluation_network", "proxy_epoch"} <= set(speed)
+    assert all(speed[k]["speedup"] > 0 for k in ("dm_digits", "evaluation_network", "proxy_epoch"))
     assert set(sections["mtt_memory"]["mib_by_steps"]) == {"1", "2"}
     summary = (out / "summary.md").read_text()
     assert "## Accuracy" in summary and "## Cost per iteration" in summary
-    assert "## Memory of one MTT iteration" in summary
+    assert "## Memory of one MTT iteration" in summary and "| proxy_epoch |" in summary
     assert "python benchmarks/run.py --quick" in summary

@@ -20,6 +20,7 @@ import logging
 import torch
 from torch.nn import functional as F
 
+from ..batching import infer
 from ..pretrained.proxies import net_args
 from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
@@ -101,14 +102,12 @@ class Random(Coreset):
 class _FeatureCoreset(Coreset):
     """Selection in the feature space of the pool's first proxy."""
 
-    def __init__(self, real, seed: int, device, proxy, batch_size: int = 1024):
+    def __init__(self, real, seed: int, device, proxy):
         super().__init__(real, seed, device)
-        self.net, self.batch_size = proxy.first, batch_size
+        self.net = proxy.first
 
-    @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        batches = range(0, len(images), self.batch_size)
-        return torch.cat([self.net.embed(images[i : i + self.batch_size]) for i in batches]).float()
+        return infer(self.net, images, "embed").float()
 
 
 class Herding(_FeatureCoreset):

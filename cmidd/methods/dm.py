@@ -3,20 +3,14 @@
 import torch
 from torch import nn
 
+from ..batching import infer
 from .base import ClassMatching
 
-# Images per forward on the real side: many classes (CIFAR-100, TinyImageNet) x 256 real images
-# in one forward would need tens of GB of activations.
-REAL_CHUNK = 1024
 
-
-def _class_means(embed, batches: list, chunk: int = None) -> torch.Tensor:
-    """Mean embedding of each batch, from forwards over all of them at once, ``chunk`` images at
-    a time (one kernel launch per layer instead of one per class; valid for networks that treat
-    samples independently)."""
-    images = torch.cat(batches)
-    features = torch.cat([embed(part) for part in images.split(chunk or len(images))])
-    return torch.stack([chunk.mean(0) for chunk in features.split([len(b) for b in batches])])
+def _class_means(features: torch.Tensor, batches: list) -> torch.Tensor:
+    """The mean of each batch's rows of ``features``, the embeddings of ``torch.cat(batches)``
+    (one forward for all classes: valid for networks that treat samples independently)."""
+    return torch.stack([part.mean(0) for part in features.split([len(b) for b in batches])])
 
 
 class DM(ClassMatching):
@@ -47,14 +41,13 @@ class DM(ClassMatching):
         pairs = list(self.class_pairs(synthetic, net))
         batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
         if self.fuse_classes and not batchnorm and not self.plugin.per_class:
-            with torch.no_grad():
-                target = _class_means(net.embed, [real for _, real, _, _ in pairs], REAL_CHUNK)
-            yield (target - _class_means(net.embed, [syn for _, _, syn, _ in pairs])).pow(2).sum()
+            reals, syns = [real for _, real, _, _ in pairs], [syn for _, _, syn, _ in pairs]
+            target = _class_means(infer(net, torch.cat(reals), "embed"), reals)
+            yield (target - _class_means(net.embed(torch.cat(syns)), syns)).pow(2).sum()
             return
         loss = 0.0
         for c, real, syn, _ in pairs:
-            with torch.no_grad():
-                real_features = net.embed(real)
+            real_features = infer(net, real, "embed")
             features = net.embed(syn)
             loss = loss + (real_features.mean(0) - features.mean(0)).pow(2).sum()
             loss = loss + self.plugin.class_loss(c, net, real_features, features, syn)

@@ -11,11 +11,14 @@ then, between steps, trains the network on the synthetic set for ``inner`` epoch
 networks first see a real batch in train mode and are then frozen (eval) for matching.
 """
 
+from functools import partial
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..train import train_classifier
+from ..batching import gradient
+from ..train import mixed_cross_entropy, train_classifier
 from .base import ClassMatching
 
 
@@ -71,7 +74,7 @@ class GradientMatching(ClassMatching):
         loss = 0.0
         for c, real, syn, syn_labels in self.class_pairs(synthetic, net):
             target = torch.full((len(real),), c, device=real.device)
-            g_real = torch.autograd.grad(F.cross_entropy(net(real), target), params)
+            g_real = gradient(net, real, partial(mixed_cross_entropy, [(target, 1.0)]), params)
             g_syn = torch.autograd.grad(
                 F.cross_entropy(net(syn), syn_labels), params, create_graph=True
             )

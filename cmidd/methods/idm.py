@@ -20,6 +20,7 @@ DM plus three changes, each as in the reference code (uitrbn/IDM, IDM_cifar10.py
 import torch
 from torch.nn import functional as F
 
+from ..batching import infer
 from .base import ClassMatching
 
 
@@ -94,8 +95,7 @@ class IDM(ClassMatching):
         accuracy = 100.0 * entry["correct"] / entry["seen"] if entry["seen"] else 0.0
         loss = 0.0
         for c, real, syn, syn_labels in self.class_pairs(synthetic, net):
-            with torch.no_grad():
-                real_features = net.embed(real)
+            real_features = infer(net, real, "embed")
             features = net.embed(syn)
             loss = loss + (real_features.mean(0) - features.mean(0)).pow(2).sum()
             loss = loss + self.plugin.class_loss(c, net, real_features, features, syn)

@@ -20,18 +20,18 @@ clusterings of 5,000 images each).
 
 import torch
 
+from ..batching import infer
 from ..runtime import generator
 from .base import Plugin
 
 
-@torch.no_grad()
-def embed_all(net, images, chunk: int = 1024) -> torch.Tensor:
+def embed_all(net, images) -> torch.Tensor:
     """Embeddings of all ``images``, the net in eval mode (BatchNorm then uses its running
     statistics rather than each chunk's, and keeps them), restored to its modes after."""
     modes = [(m, m.training) for m in net.modules()]
     net.eval()
     try:
-        return torch.cat([net.embed(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+        return infer(net, images, "embed")
     finally:
         for module, training in modes:
             module.train(training)

@@ -1,0 +1,165 @@
+"""Forwards and training steps in micro-batches sized to the device (``compute.micro_batch``).
+
+On a CPU the norm, pooling and ReLU passes of a large batch are memory-bound: the first
+activation of 256 CIFAR images in a width-128 ConvNet is 134 MB, far beyond any cache. Splitting
+the batch so that the largest activation of one micro-batch stays within ``CPU_BUDGET_BYTES``
+computes the same per step, up to float rounding, faster where batches are large (measured in
+BENCHMARKS.md section 15). On CUDA large batches win, so ``auto`` leaves the batches there as
+they were.
+
+The setting is process-wide, like torch's own backend flags: it changes speed, and results only
+by rounding (which, as with another thread count, grows over a long run). ``configure`` sets it
+once per run from the config, ``micro_batches`` for a scope. A net that is not per-sample
+(BatchNorm using batch statistics, a norm updating running statistics, dropout drawing random
+numbers) is never split.
+"""
+
+import contextlib
+
+import torch
+from torch import nn
+
+from .errors import UserError
+
+# Bytes of the largest activation of one micro-batch on a CPU: 16 images of a width-128
+# ConvNet, 64 of a width-32 one, at 32x32 (about the fastest sizes measured on 2 threads).
+CPU_BUDGET_BYTES = 8 << 20
+# Images per no-grad forward at most, whatever the setting: the callers' memory bound before
+# micro-batches (test passes, DM's fused classes, DREAM, coreset features).
+LIMIT = 1024
+
+_setting = {"micro_batch": "auto"}
+_footprints = {}  # (repr of the net, input shape, dtype, output) -> bytes of its largest activation
+
+
+def check(micro_batch) -> None:
+    valid = micro_batch == "auto" or (
+        isinstance(micro_batch, int) and not isinstance(micro_batch, bool) and micro_batch >= 0
+    )
+    if not valid:
+        raise UserError(
+            f"compute.micro_batch={micro_batch!r} is not auto, 0 (off) or a number of images"
+        )
+
+
+def configure(micro_batch) -> None:
+    """``auto``: sized to the device; ``0``: off (the batches as before); ``N``: at most N
+    images per forward."""
+    check(micro_batch)
+    _setting["micro_batch"] = micro_batch
+
+
+@contextlib.contextmanager
+def micro_batches(micro_batch):
+    """``configure(micro_batch)`` for the scope of a ``with`` block."""
+    before = _setting["micro_batch"]
+    configure(micro_batch)
+    try:
+        yield
+    finally:
+        _setting["micro_batch"] = before
+
+
+def per_sample(net: nn.Module) -> bool:
+    """Whether splitting a batch changes nothing but rounding: no BatchNorm using batch
+    statistics, no norm updating running statistics, no dropout drawing random numbers."""
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            if m.training or not m.track_running_stats:
+                return False
+        elif isinstance(m, nn.modules.instancenorm._InstanceNorm):
+            if m.training and m.track_running_stats:
+                return False
+        elif isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0:
+            return False
+    return True
+
+
+@torch.no_grad()
+def _largest_activation(net: nn.Module, output: str, probe: torch.Tensor) -> int:
+    """Bytes per image of the largest tensor any submodule returns (one probe forward of two
+    images: norms in training mode refuse a batch of one with 1x1 feature maps)."""
+    sizes = [probe.numel() * probe.element_size()]
+
+    def record(module, inputs, result):
+        if torch.is_tensor(result):
+            sizes.append(result.numel() * result.element_size())
+
+    hooks = [m.register_forward_hook(record) for m in net.modules()]
+    try:
+        getattr(net, output)(probe)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sizes) // len(probe)
+
+
+def _footprint(net: nn.Module, probe: torch.Tensor, output: str) -> int:
+    key = (repr(net), tuple(probe.shape[1:]), probe.dtype, output)
+    if key not in _footprints:
+        _footprints[key] = _largest_activation(net, output, probe)
+    return _footprints[key]
+
+
+def size(net: nn.Module, images: torch.Tensor, output: str = "forward", cap=LIMIT) -> int:
+    """Images per forward of ``getattr(net, output)`` on ``images`` under the setting, at most
+    ``cap`` (None: no bound) unless the net is not per-sample (then always the whole batch)."""
+    if not per_sample(net):
+        return len(images)
+    whole = len(images) if cap is None else min(len(images), cap)
+    setting = _setting["micro_batch"]
+    if setting == 0 or len(images) < 2:
+        return whole
+    if setting != "auto":
+        return min(setting, whole)
+    probe = images[:2]  # a tensor, also for images read from disk (cmidd.storage.DiskImages)
+    if probe.device.type != "cpu":
+        return whole
+    return max(2, min(whole, CPU_BUDGET_BYTES // _footprint(net, probe, output)))
+
+
+def _slices(n: int, step: int) -> list:
+    """Rows 0..n in the fewest near-equal parts of at most ``step`` (100 at 64: 50 + 50, not
+    64 + 36) and of two rows at least (norms in training mode refuse one image with 1x1 feature
+    maps), as slices: images read from disk are indexed by slices only."""
+    count = max(1, min(-(-n // max(step, 1)), n // 2))
+    q, r = divmod(n, count)
+    ends = [(k + 1) * q + min(k + 1, r) for k in range(count)]
+    return [slice(end - q - (k < r), end) for k, end in enumerate(ends)]
+
+
+@torch.no_grad()
+def infer(net: nn.Module, images, output: str = "forward") -> torch.Tensor:
+    """``getattr(net, output)(images)`` without autograd, ``size(...)`` images at a time."""
+    forward = getattr(net, output)
+    parts = [forward(images[rows]) for rows in _slices(len(images), size(net, images, output))]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _weighted_losses(net: nn.Module, images: torch.Tensor, loss):
+    """``loss(net(part), rows)`` of each micro-batch, weighted by its share of the batch: their
+    sum is the whole batch's mean ``loss``. Consumed one at a time, only one part's activations
+    are alive at once."""
+    rows = _slices(len(images), size(net, images, cap=None))  # training batches had no bound
+    if len(rows) == 1:
+        yield loss(net(images), slice(None))
+        return
+    for part in rows:
+        yield loss(net(images[part]), part) * ((part.stop - part.start) / len(images))
+
+
+def backward(net: nn.Module, images: torch.Tensor, loss) -> None:
+    """Accumulates the gradients of ``loss(net(images), rows)``, a mean over the batch's
+    ``rows``, into the parameters, from micro-batches sized as ``infer``'s."""
+    for part in _weighted_losses(net, images, loss):
+        part.backward()
+
+
+def gradient(net: nn.Module, images: torch.Tensor, loss, params: list) -> tuple:
+    """``torch.autograd.grad`` of the same mean loss with respect to ``params`` (no graph kept),
+    from micro-batches sized as ``infer``'s."""
+    total = None
+    for part in _weighted_losses(net, images, loss):
+        grads = torch.autograd.grad(part, params)
+        total = grads if total is None else tuple(a + g for a, g in zip(total, grads, strict=True))
+    return total
