@@ -182,3 +182,18 @@ def test_dsa_distils_the_same_set_in_micro_batches(tiny, tmp_path):
     _, start = run(tiny, tmp_path / "start", *dsa, "iterations=0")
     assert not torch.allclose(start.images, whole.images)
     torch.testing.assert_close(split.images, whole.images, rtol=1e-4, atol=1e-5)
+
+
+def test_dm_never_fuses_the_classes_of_a_batchnorm_net(tiny, tmp_path, monkeypatch):
+    seen = []
+    original = batching.infer
+    monkeypatch.setattr(
+        "cmidd.methods.dm.infer",
+        lambda net, x, output: seen.append(len(x)) or original(net, x, output),
+    )
+    bn = ["method.algorithm.net.norm=batch", "method.algorithm.fuse_classes=true", "iterations=1"]
+    run(tiny, tmp_path / "bn", *bn)
+    assert seen == [16] * 10  # one forward per class of batch_real images, not one of 160
+    seen.clear()
+    run(tiny, tmp_path / "instance", "method.algorithm.fuse_classes=true", "iterations=1")
+    assert seen == [160]

@@ -1,9 +1,8 @@
 """Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023)."""
 
 import torch
-from torch import nn
 
-from ..batching import infer
+from ..batching import infer, per_sample
 from .base import ClassMatching
 
 
@@ -21,8 +20,9 @@ class DM(ClassMatching):
 
     ``fuse_classes`` embeds all classes in one forward (real images without autograd); ``auto``
     fuses on CUDA only, where it measured faster (1.15x at the paper's shape on an H100; 0.85x on
-    a 2-core CPU, BENCHMARKS.md). Networks with BatchNorm are always embedded class by class,
-    since batch statistics would mix classes.
+    a 2-core CPU, BENCHMARKS.md). Networks that are not per-sample (``batching.per_sample``:
+    BatchNorm in training mode) are always embedded class by class, since batch statistics would
+    mix classes.
     """
 
     def __init__(self, net, batch_real: int, augment, real, seed: int, device, fuse_classes="auto"):
@@ -39,8 +39,7 @@ class DM(ClassMatching):
     def losses(self, synthetic, iteration: int):
         net = self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False)
         pairs = list(self.class_pairs(synthetic, net))
-        batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules())
-        if self.fuse_classes and not batchnorm and not self.plugin.per_class:
+        if self.fuse_classes and per_sample(net) and not self.plugin.per_class:
             reals, syns = [real for _, real, _, _ in pairs], [syn for _, _, syn, _ in pairs]
             target = _class_means(infer(net, torch.cat(reals), "embed"), reals)
             yield (target - _class_means(net.embed(torch.cat(syns)), syns)).pow(2).sum()
