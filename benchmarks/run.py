@@ -14,7 +14,8 @@ memory (the CMI term, whole set vs per class), mtt_memory (one MTT iteration by 
 of unrolled student steps), storage (DM with the real images in memory, on disk or
 streamed: time per iteration side by side, peak resident memory) and speed (DM+CMI and DSA+CMI
 iterations, one evaluation network and one proxy-training epoch with compute.micro_batch=0 and
-auto, alternating). Writes <out>/benchmarks.json and
+auto, alternating), speed_options (the same workloads in float32 against channels_last, bf16
+and torch.compile: GPU options, skipped on a CPU unless --quick). Writes <out>/benchmarks.json and
 <out>/summary.md; distillation runs go to <out>/runs/.
 """
 
@@ -30,7 +31,7 @@ import torch
 from data_cost import storage_cost
 from hydra import compose, initialize_config_dir
 from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
-from speed import speed
+from speed import speed, speed_options
 from summary import accuracy_tables, write_summary
 
 SECTIONS = (
@@ -42,6 +43,7 @@ SECTIONS = (
     "mtt_memory",
     "storage",
     "speed",
+    "speed_options",
 )
 # The paper's shape of one run (CIFAR-10, ConvNet-128, IPC 10, 256 real images per class, a
 # ResNet-18 proxy, untrained: the timing does not depend on its weights).
@@ -79,6 +81,20 @@ FULL = {
         "small": ["experiment=cpu_cifar10", "method=dm"],
         "repeats": 2,
         "proxy_images": 10240,
+    },
+    # The GPU options (precision=bf16, compute.channels_last, compute.compile) against float32.
+    "speed_options": {
+        "iterations": {
+            "dm_paper": ([*PAPER_SHAPE, "method=dm"], 5),
+            "dm_cpu_cifar10": (["experiment=cpu_cifar10", "method=dm"], 10),
+        },
+        "evaluations": {
+            "evaluation_paper": [*PAPER_SHAPE, "method=dm"],
+            "evaluation_cpu_cifar10": ["experiment=cpu_cifar10", "method=dm"],
+        },
+        "repeats": 2,
+        "compile": "inductor",
+        "cpu": False,  # bf16 without CPU support measured 4-14x slower (docs/speed.md)
     },
 }
 QUICK = {
@@ -130,6 +146,15 @@ QUICK = {
         "small": ["dataset=digits", "eval.epochs=2", "eval.nets.convnet.width=8"],
         "repeats": 1,
         "proxy_images": 256,
+    },
+    "speed_options": {
+        "iterations": {"dm_digits": (["dataset=digits", "method=dm", "cmi=none"], 2)},
+        "evaluations": {
+            "evaluation_digits": ["dataset=digits", "eval.epochs=2", "eval.nets.convnet.width=8"]
+        },
+        "repeats": 1,
+        "compile": "eager",  # the wiring, without inductor's compilation time
+        "cpu": True,
     },
 }
 
@@ -225,6 +250,14 @@ def run_storage(settings: dict, compose_fn) -> dict:
     return storage_cost(compose_fn, overrides, settings["storage_iterations"])
 
 
+def run_speed_options(settings: dict, compose_fn, device: str, extra: list) -> dict:
+    spec = settings["speed_options"]
+    if device == "cpu" and not spec["cpu"]:
+        return {"skipped": "GPU options: run with --device cuda (on a CPU, docs/speed.md)"}
+    common = [f"device={device}", "logger=none", *extra]
+    return speed_options(compose_fn, spec, common)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny digits settings, < 1 minute")
@@ -294,6 +327,8 @@ def main(argv=None) -> int:
             elif section == "speed":
                 common = [f"device={args.device}", "logger=none", *args.extra]
                 result = speed(compose_fn, settings["speed"], common)
+            elif section == "speed_options":
+                result = run_speed_options(settings, compose_fn, device, args.extra)
             elif section == "mtt_memory":
                 result = run_mtt_memory(settings, compose_fn, device)
             elif section == "storage":

@@ -1,6 +1,9 @@
-"""The speed section of benchmarks/run.py: each workload with ``compute.micro_batch=0`` (before:
-the batches cmidd used until issue 21) and ``auto`` (after: sized to the device), alternating in
-one process, as ratios of seconds."""
+"""The speed sections of benchmarks/run.py, each workload under several settings of
+cmidd.batching alternating in one process, as ratios of seconds. ``speed``:
+``compute.micro_batch=0`` (before: the batches cmidd used until issue 21) and ``auto`` (after:
+sized to the device). ``speed_options``: float32 against ``compute.channels_last``,
+``precision=bf16`` and ``compute.compile=inductor`` (GPU options; each is slower on a CPU
+without bf16 or where NCHW kernels are the fast ones, docs/speed.md)."""
 
 import statistics
 import time
@@ -15,61 +18,85 @@ from cmidd.components import components
 from cmidd.runtime import generator
 from cmidd.train import train_classifier
 
-SETTINGS = {"before": 0, "after": "auto"}
+# The settings each workload is timed under; the first of each is the baseline of the ratios.
+SETTINGS = {"before": {"micro_batch": 0}, "after": {"micro_batch": "auto"}}
+
+
+def options(backend: str) -> dict:
+    """float32, each GPU option alone, and all of them (``backend``: torch.compile's)."""
+    base = {"precision": 32, "channels_last": False, "compile": "none"}
+    return {
+        "float32": base,
+        "channels_last": {**base, "channels_last": True},
+        "bf16": {**base, "precision": "bf16"},
+        "compile": {**base, "compile": backend},  # the evaluation networks only
+        "all": {"channels_last": True, "precision": "bf16", "compile": backend},
+    }
+
+
+ITERATION_OPTIONS = ("float32", "channels_last", "bf16")  # compile: not in the distillation loop
 
 
 class _Scoped:
-    """A distillation loop whose steps run under one micro-batch setting."""
+    """A distillation loop whose steps run under one setting of cmidd.batching."""
 
-    def __init__(self, loop, setting):
+    def __init__(self, loop, setting: dict):
         self.loop, self.setting = loop, setting
 
     def _step(self, iteration: int) -> None:
-        with batching.micro_batches(self.setting):
+        with batching.settings(**self.setting):
             self.loop._step(iteration)
 
 
 def _ratio(seconds: dict, **extra) -> dict:
-    return {"seconds": seconds, "speedup": seconds["before"] / seconds["after"], **extra}
+    """Seconds and the speed-up of each setting over the first (``speedups``; ``speedup``:
+    after over before)."""
+    base = seconds[next(iter(seconds))]
+    speedups = {name: base / s for name, s in seconds.items()}
+    headline = {"speedup": speedups["after"]} if "after" in speedups else {}
+    return {"seconds": seconds, **headline, "speedups": speedups, **extra}
 
 
-def iteration_speed(compose, overrides: list, iterations: int) -> dict:
-    """Seconds per distillation iteration (iteration 0 untimed), before and after."""
-    parts = components(compose(overrides))
-    other = components(compose(overrides), real=parts.real)
+def iteration_speed(compose, overrides: list, iterations: int, settings=SETTINGS) -> dict:
+    """Seconds per distillation iteration (iteration 0 untimed) under each of ``settings``."""
+    parts = [components(compose(overrides))]
+    parts += [components(compose(overrides), real=parts[0].real) for _ in list(settings)[1:]]
     loops = {
-        "before": _Scoped(timing_loop(parts), SETTINGS["before"]),
-        "after": _Scoped(timing_loop(other), SETTINGS["after"]),
+        name: _Scoped(timing_loop(p), setting)
+        for (name, setting), p in zip(settings.items(), parts, strict=True)
     }
-    return _ratio(alternate(loops, iterations, parts.device), iterations_timed=iterations)
+    return _ratio(alternate(loops, iterations, parts[0].device), iterations_timed=iterations)
 
 
-def _timed(work, device, repeats: int) -> dict:
-    """Mean seconds of ``work()`` under each setting, in the order before, after, after,
-    before, ... (``repeats`` each), after one untimed warm-up of each."""
-    seconds = {name: [] for name in SETTINGS}
-    order = [["before", "after"], ["after", "before"]]
+def _timed(work, device, repeats: int, settings=SETTINGS) -> tuple:
+    """Mean seconds of ``work()`` under each of ``settings``, who goes first rotating (e.g.
+    before, after, after, before, ...; ``repeats`` each), after one untimed warm-up of each;
+    and what ``work()`` returned last under each."""
+    seconds, names, last = {name: [] for name in settings}, list(settings), {}
     for r in range(repeats + 1):
-        for name in order[r % 2]:
-            with batching.micro_batches(SETTINGS[name]):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            with batching.settings(**settings[name]):
                 sync(device)
                 tic = time.perf_counter()
-                work()
+                last[name] = work()
                 sync(device)
             if r > 0:
                 seconds[name].append(time.perf_counter() - tic)
-    return {name: statistics.fmean(s) for name, s in seconds.items()}
+    return {name: statistics.fmean(s) for name, s in seconds.items()}, last
 
 
-def evaluation_speed(compose, overrides: list, repeats: int) -> dict:
+def evaluation_speed(compose, overrides: list, repeats: int, settings=SETTINGS) -> dict:
     """Seconds to train and test one network of the config's evaluation protocol on a
-    random-real synthetic set."""
+    random-real synthetic set, and its test accuracy, under each of ``settings``."""
     cfg = compose([*overrides, "cmi=none", "eval.models=1", "eval.vectorize=false"])
     parts = components(cfg)
     images, labels = parts.synthetic.decoded()
     evaluator = instantiate(cfg.eval)
-    seconds = _timed(lambda: evaluator(images, labels, parts.real, cfg.seed), parts.device, repeats)
-    return _ratio(seconds, epochs=cfg.eval.epochs, images=len(images))
+    seconds, results = _timed(
+        lambda: evaluator(images, labels, parts.real, cfg.seed), parts.device, repeats, settings
+    )
+    accuracy = {name: next(iter(r.values()))["mean"] for name, r in results.items()}
+    return _ratio(seconds, epochs=cfg.eval.epochs, images=len(images), accuracy=accuracy)
 
 
 def proxy_epoch_speed(compose, overrides: list, images: int, repeats: int) -> dict:
@@ -96,7 +123,7 @@ def proxy_epoch_speed(compose, overrides: list, images: int, repeats: int) -> di
         )
 
     net = OmegaConf.to_container(cfg.proxy.net, resolve=True)
-    seconds = _timed(epoch, parts.device, repeats)
+    seconds, _ = _timed(epoch, parts.device, repeats)
     return _ratio(seconds, images=images, batch_size=recipe.batch_size, net=net)
 
 
@@ -109,4 +136,17 @@ def speed(compose, spec: dict, extra: list) -> dict:
     common = [*spec["small"], *extra]
     out["evaluation_network"] = evaluation_speed(compose, common, spec["repeats"])
     out["proxy_epoch"] = proxy_epoch_speed(compose, common, spec["proxy_images"], spec["repeats"])
+    return out
+
+
+def speed_options(compose, spec: dict, extra: list) -> dict:
+    """Every workload of ``spec`` (FULL["speed_options"] in run.py) under ``options``, each
+    composed with the ``extra`` overrides."""
+    out = {"threads": torch.get_num_threads(), "compile": spec["compile"]}
+    every = options(spec["compile"])
+    iteration = {name: every[name] for name in ITERATION_OPTIONS}
+    for name, (overrides, iterations) in spec["iterations"].items():
+        out[name] = iteration_speed(compose, [*overrides, *extra], iterations, iteration)
+    for name, overrides in spec["evaluations"].items():
+        out[name] = evaluation_speed(compose, [*overrides, *extra], spec["repeats"], every)
     return out

@@ -262,7 +262,39 @@ def _lines(report: dict) -> list:
                 if isinstance(r, dict) and "speedup" in r
             ),
         ]
+    if "speed_options" in s and "skipped" not in s["speed_options"]:
+        lines += _options_lines(s["speed_options"])
     return lines
+
+
+def _options_lines(section: dict) -> list:
+    """Seconds and speed-ups over float32 of each workload under each GPU option."""
+    rows = {name: r for name, r in section.items() if isinstance(r, dict) and "speedups" in r}
+    names = list(dict.fromkeys(n for r in rows.values() for n in r["seconds"]))
+    cell = "{:.3f} s ({:.2f}x)"
+    return [
+        "",
+        f"## Speed options against float32 (compile backend: {section['compile']}), "
+        f"{section['threads']} threads",
+        "",
+        "| workload | " + " | ".join(names) + " | accuracy float32 / bf16 |",
+        "|---|" + "---|" * (len(names) + 1),
+        *(
+            f"| {w} | "
+            + " | ".join(
+                cell.format(r["seconds"][n], r["speedups"][n]) if n in r["seconds"] else "-"
+                for n in names
+            )
+            + " | "
+            + (
+                f"{r['accuracy']['float32']:.4f} / {r['accuracy']['bf16']:.4f}"
+                if "accuracy" in r
+                else "-"
+            )
+            + " |"
+            for w, r in rows.items()
+        ),
+    ]
 
 
 def write_summary(report: dict, path: Path) -> None:

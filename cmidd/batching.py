@@ -1,4 +1,6 @@
-"""Forwards and training steps in micro-batches sized to the device (``compute.micro_batch``).
+"""Forwards and training steps in micro-batches sized to the device (``compute.micro_batch``),
+in the device's fastest memory format and precision (``compute.channels_last``, ``precision``),
+through compiled networks where asked (``compute.compile``).
 
 On a CPU the norm, pooling and ReLU passes of a large batch are memory-bound: the first
 activation of 256 CIFAR images in a width-128 ConvNet is 134 MB, far beyond any cache. Splitting
@@ -7,11 +9,12 @@ computes the same per step, up to float rounding, faster where batches are large
 BENCHMARKS.md section 15). On CUDA large batches win, so ``auto`` leaves the batches there as
 they were.
 
-The setting is process-wide, like torch's own backend flags: it changes speed, and results only
-by rounding (which, as with another thread count, grows over a long run). ``configure`` sets it
-once per run from the config, ``micro_batches`` for a scope. A net that is not per-sample
-(BatchNorm using batch statistics, a norm updating running statistics, dropout drawing random
-numbers) is never split.
+The settings are process-wide, like torch's own backend flags. ``compute.*`` changes speed, and
+results only by rounding (which, as with another thread count, grows over a long run);
+``precision=bf16`` changes results (8 bits of mantissa), so it names run directories and is
+checked by ``resume=``. ``from_config`` sets them once per run, ``settings`` for a scope. A net
+that is not per-sample (BatchNorm using batch statistics, a norm updating running statistics,
+dropout drawing random numbers) is never split.
 """
 
 import contextlib
@@ -28,36 +31,95 @@ CPU_BUDGET_BYTES = 8 << 20
 # micro-batches (test passes, DM's fused classes, DREAM, coreset features).
 LIMIT = 1024
 
-_setting = {"micro_batch": "auto"}
+PRECISIONS = (32, "bf16")
+_setting = {"micro_batch": "auto", "precision": 32, "channels_last": False, "compile": "none"}
 _footprints = {}  # (repr of the net, input shape, dtype, output) -> bytes of its largest activation
 
 
-def check(micro_batch) -> None:
-    valid = micro_batch == "auto" or (
-        isinstance(micro_batch, int) and not isinstance(micro_batch, bool) and micro_batch >= 0
-    )
+def _check(key: str, value) -> None:
+    if key == "micro_batch":
+        count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        valid, what = value == "auto" or count, "auto, 0 (off) or a number of images"
+    elif key == "precision":
+        valid, what = value == "bf16" or (type(value) is int and value == 32), "32 or bf16"
+    elif key == "channels_last":
+        valid, what = isinstance(value, bool), "true or false"
+    else:  # compile: a backend of torch.compile, listed only when needed (a slow import)
+        valid = value == "none" or value in _backends()
+        what = "none or a torch.compile backend" if valid else f"none or one of {_backends()}"
     if not valid:
-        raise UserError(
-            f"compute.micro_batch={micro_batch!r} is not auto, 0 (off) or a number of images"
-        )
+        name = key if key == "precision" else f"compute.{key}"
+        raise UserError(f"{name}={value!r} is invalid: it must be {what}")
 
 
-def configure(micro_batch) -> None:
-    """``auto``: sized to the device; ``0``: off (the batches as before); ``N``: at most N
-    images per forward."""
-    check(micro_batch)
-    _setting["micro_batch"] = micro_batch
+def _backends() -> list:
+    import torch._dynamo  # noqa: PLC0415 -- only when compiling: it takes seconds to import
+
+    return [*torch._dynamo.list_backends(), "eager", "aot_eager"]
+
+
+def configure(**values) -> None:
+    """Any of ``micro_batch`` (``auto``: sized to the device; ``0``: off, the batches as
+    before; ``N``: at most N images per forward), ``precision``, ``channels_last`` and
+    ``compile``; the others keep their values."""
+    for key, value in values.items():
+        if key not in _setting:
+            raise TypeError(f"configure() got an unknown setting {key}")
+        _check(key, value)
+    _setting.update(values)
+
+
+def from_config(cfg) -> None:
+    """The settings of a run's config: ``compute.*`` and ``precision``."""
+    compute = dict(cfg.compute)
+    for key in compute:
+        if key not in _setting or key == "precision":  # precision is a top-level key
+            keys = ", ".join(k for k in _setting if k != "precision")
+            raise UserError(f"compute.{key} is not a setting: compute has {keys}")
+    configure(**compute, precision=cfg.precision)
 
 
 @contextlib.contextmanager
-def micro_batches(micro_batch):
-    """``configure(micro_batch)`` for the scope of a ``with`` block."""
-    before = _setting["micro_batch"]
-    configure(micro_batch)
+def settings(**values):
+    """``configure(**values)`` for the scope of a ``with`` block."""
+    before = dict(_setting)
+    configure(**values)
     try:
         yield
     finally:
-        _setting["micro_batch"] = before
+        _setting.update(before)
+
+
+def micro_batches(micro_batch):
+    """``compute.micro_batch`` for the scope of a ``with`` block."""
+    return settings(micro_batch=micro_batch)
+
+
+def setting(key: str):
+    return _setting[key]
+
+
+def autocast(device: torch.device, enabled: bool = True):
+    """bf16 autocast on ``device`` under ``precision=bf16`` (and ``enabled``)."""
+    bf16 = enabled and _setting["precision"] == "bf16"
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def shaped(images: torch.Tensor) -> torch.Tensor:
+    """A batch of images in channels-last memory under ``compute.channels_last``."""
+    if _setting["channels_last"] and images.dim() == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def prepared(net: nn.Module) -> nn.Module:
+    """``net`` in channels-last memory under ``compute.channels_last`` (in place), compiled by
+    ``torch.compile`` with the backend of ``compute.compile`` (a wrapper sharing its weights)."""
+    if _setting["channels_last"]:
+        net.to(memory_format=torch.channels_last)
+    if _setting["compile"] == "none":
+        return net
+    return torch.compile(net, backend=_setting["compile"])
 
 
 def per_sample(net: nn.Module) -> bool:
@@ -104,6 +166,7 @@ def _footprint(net: nn.Module, probe: torch.Tensor, output: str) -> int:
 def size(net: nn.Module, images: torch.Tensor, output: str = "forward", cap=LIMIT) -> int:
     """Images per forward of ``getattr(net, output)`` on ``images`` under the setting, at most
     ``cap`` (None: no bound) unless the net is not per-sample (then always the whole batch)."""
+    net = getattr(net, "_orig_mod", net)  # a compiled net: probe the net itself, uncompiled
     if not per_sample(net):
         return len(images)
     whole = len(images) if cap is None else min(len(images), cap)
@@ -130,28 +193,40 @@ def _slices(n: int, step: int) -> list:
 
 @torch.no_grad()
 def infer(net: nn.Module, images, output: str = "forward") -> torch.Tensor:
-    """``getattr(net, output)(images)`` without autograd, ``size(...)`` images at a time."""
-    forward = getattr(net, output)
-    parts = [forward(images[rows]) for rows in _slices(len(images), size(net, images, output))]
+    """``getattr(net, output)(images)`` without autograd, ``size(...)`` images at a time, in
+    float32 whatever ``precision`` computes them in."""
+    forward, parts = getattr(net, output), []
+    for rows in _slices(len(images), size(net, images, output)):
+        x = shaped(images[rows])
+        with autocast(x.device):
+            out = forward(x)
+        parts.append(out.float() if out.dtype == torch.bfloat16 else out)
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def _weighted_losses(net: nn.Module, images: torch.Tensor, loss):
+def _weighted_losses(net: nn.Module, images: torch.Tensor, loss, mixed: bool):
     """``loss(net(part), rows)`` of each micro-batch, weighted by its share of the batch: their
     sum is the whole batch's mean ``loss``. Consumed one at a time, only one part's activations
-    are alive at once."""
+    are alive at once. ``mixed``: the forwards under ``precision`` (the backward is not)."""
+
+    def part_loss(rows):
+        x = shaped(images[rows])
+        with autocast(x.device, enabled=mixed):
+            return loss(net(x), rows)
+
     rows = _slices(len(images), size(net, images, cap=None))  # training batches had no bound
     if len(rows) == 1:
-        yield loss(net(images), slice(None))
+        yield part_loss(slice(None))
         return
     for part in rows:
-        yield loss(net(images[part]), part) * ((part.stop - part.start) / len(images))
+        yield part_loss(part) * ((part.stop - part.start) / len(images))
 
 
-def backward(net: nn.Module, images: torch.Tensor, loss) -> None:
+def backward(net: nn.Module, images: torch.Tensor, loss, mixed: bool = False) -> None:
     """Accumulates the gradients of ``loss(net(images), rows)``, a mean over the batch's
-    ``rows``, into the parameters, from micro-batches sized as ``infer``'s."""
-    for part in _weighted_losses(net, images, loss):
+    ``rows``, into the parameters, from micro-batches sized as ``infer``'s; ``mixed``: the
+    forwards in ``precision`` (evaluation training)."""
+    for part in _weighted_losses(net, images, loss, mixed):
         part.backward()
 
 
@@ -159,7 +234,7 @@ def gradient(net: nn.Module, images: torch.Tensor, loss, params: list) -> tuple:
     """``torch.autograd.grad`` of the same mean loss with respect to ``params`` (no graph kept),
     from micro-batches sized as ``infer``'s."""
     total = None
-    for part in _weighted_losses(net, images, loss):
+    for part in _weighted_losses(net, images, loss, mixed=False):
         grads = torch.autograd.grad(part, params)
         total = grads if total is None else tuple(a + g for a, g in zip(total, grads, strict=True))
     return total

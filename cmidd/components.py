@@ -98,7 +98,7 @@ def components(cfg: DictConfig, real=None) -> SimpleNamespace:
     keep_baseline(cfg)
     check_config(cfg, strict=False)
     device = resolve_device(cfg.device)
-    batching.configure(cfg.compute.micro_batch)
+    batching.from_config(cfg)
     seed_everything(cfg.seed)
     real = load_real(cfg, device) if real is None else real
     check_data(cfg, real)

@@ -9,6 +9,7 @@ import statistics
 
 import torch
 
+from . import batching
 from .ensemble import ensemble_accuracy, train_ensemble
 from .progress import Progress, epoch_logger
 from .runtime import build_seeded, generator
@@ -40,7 +41,9 @@ class Evaluator:
 
     ``vectorize`` trains the ``models`` networks of an architecture at once as one vectorized
     model (``cmidd.ensemble``) instead of one after another; the results are the same up to
-    floating-point order. ``auto`` vectorizes on CUDA only, where it measured faster (README).
+    floating-point order. ``auto`` vectorizes on CUDA only, where it measured faster (README),
+    unless ``compute.compile``, ``compute.channels_last`` or ``precision=bf16`` asks for
+    networks of their own.
     """
 
     def __init__(
@@ -77,8 +80,24 @@ class Evaluator:
         if self.cutmix > 0:  # CutMix is drawn per batch; the vectorized trainer has no per-net draw
             return False
         if self.vectorize == "auto":
-            return device.type == "cuda" and self.models > 1
+            return device.type == "cuda" and self.models > 1 and not self.options()
+        if self.vectorize and self.options():
+            log.warning("eval.vectorize=true: %s do not apply to it", ", ".join(self.options()))
         return self.vectorize
+
+    @staticmethod
+    def options() -> list:
+        """The settings that apply to networks trained one at a time only: torch.compile,
+        channels-last memory, and bf16 (autocast does not reach into torch.vmap)."""
+        return [
+            name
+            for name, used in (
+                ("compute.compile", batching.setting("compile") != "none"),
+                ("compute.channels_last", batching.setting("channels_last")),
+                ("precision=bf16", batching.setting("precision") == "bf16"),
+            )
+            if used
+        ]
 
     def __call__(
         self,
@@ -127,6 +146,7 @@ class Evaluator:
                 runs = []
                 for k, (net, g) in enumerate(zip(nets, generators, strict=True)):
                     report = epoch_logger(log, f"evaluating {arch} {k}", self.epochs, every=60.0)
+                    net = batching.prepared(net)
                     train_classifier(
                         net,
                         images,
@@ -134,6 +154,7 @@ class Evaluator:
                         generator=g,
                         on_epoch=report,
                         cutmix=self.cutmix,
+                        mixed=True,
                         **train,
                     )
                     runs.append(accuracy(net, real.test_images, real.test_labels))

@@ -137,7 +137,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
             f"eval={cfg.eval._target_.rsplit('.', 1)[-1]} runs in one process; under torchrun "
             "task=evaluate is data-parallel with eval=kd only"
         )
-    batching.configure(cfg.compute.micro_batch)
+    batching.from_config(cfg)
     device = distributed.setup(cfg.device)
     try:
         return _evaluate(cfg, out_dir, evaluator, device)
@@ -177,7 +177,7 @@ def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:
     check_device(cfg.device)
     check_data_source(cfg)
     device = resolve_device(cfg.device)
-    batching.configure(cfg.compute.micro_batch)
+    batching.from_config(cfg)
     real = load_real(cfg, device)
     metas = pretrained.build(kind, cfg, real, device)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -90,13 +90,15 @@ def train_classifier(
     schedule: StepSchedule = None,
     cutmix: float = 0.0,
     on_epoch=None,
+    mixed: bool = False,
 ) -> nn.Module:
     """SGD with cross-entropy (with CutMix at probability ``cutmix``), the learning rate
     following ``schedule`` (constant without one).
 
     Batches are slices of one permutation per epoch drawn from ``generator``; ``augment``
     (a DSA) is applied to each batch with draws from the same generator. ``on_epoch(epoch)`` is
-    called after each epoch (MTT's experts record their parameters there).
+    called after each epoch (MTT's experts record their parameters there). ``mixed``: the
+    forwards in ``precision`` (evaluation training; cmidd.batching).
     """
 
     def sgd(rate):
@@ -119,7 +121,7 @@ def train_classifier(
             if cutmix > 0:
                 x, targets = cutmix_batch(x, labels[index], generator, cutmix)
             optimizer.zero_grad(set_to_none=True)
-            backward(net, x, partial(mixed_cross_entropy, targets))
+            backward(net, x, partial(mixed_cross_entropy, targets), mixed)
             optimizer.step()
         if on_epoch is not None:
             on_epoch(epoch)

@@ -117,7 +117,7 @@ def visualize(cfg: DictConfig, out_dir: Path, proxy_index: int = 0) -> dict:
         raise UserError("task=visualize needs sets=[<a.pt>,<b.pt>,...] (one or more synthetic.pt)")
     check_device(cfg.device)
     device = resolve_device(cfg.device)
-    batching.configure(cfg.compute.micro_batch)
+    batching.from_config(cfg)
     paths = [Path(p).expanduser() for p in cfg.sets]
     synthetic = [SyntheticSet.load(p, device) for p in paths]
     real = load_real(cfg, device)

@@ -90,7 +90,7 @@ def test_a_bad_setting_is_one_line_naming_the_key(app_error, value):
     code, last = app_error(f"compute.micro_batch={value}")
     assert code == 2 and f"compute.micro_batch={value!r}" in last and "auto" in last, last
     with pytest.raises(UserError):
-        batching.configure(value)
+        batching.configure(micro_batch=value)
 
 
 def test_a_gradient_from_micro_batches_is_the_whole_batch_gradient():

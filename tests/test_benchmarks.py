@@ -33,6 +33,7 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
         "mtt_memory",
         "storage",
         "speed",
+        "speed_options",
     }
     assert "skipped" in sections["storage"]  # the quick settings' digits stay in memory
     assert sections["paper_step"]["speedup"] > 0
@@ -52,8 +53,18 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     speed = sections["speed"]
     assert {"dm_digits", "evaluation_network", "proxy_epoch"} <= set(speed)
     assert all(speed[k]["speedup"] > 0 for k in ("dm_digits", "evaluation_network", "proxy_epoch"))
+    options = sections["speed_options"]
+    assert set(options["dm_digits"]["seconds"]) == {"float32", "channels_last", "bf16"}
+    assert set(options["evaluation_digits"]["accuracy"]) == {
+        "float32",
+        "channels_last",
+        "bf16",
+        "compile",
+        "all",
+    }
     assert set(sections["mtt_memory"]["mib_by_steps"]) == {"1", "2"}
     summary = (out / "summary.md").read_text()
     assert "## Accuracy" in summary and "## Cost per iteration" in summary
     assert "## Memory of one MTT iteration" in summary and "| proxy_epoch |" in summary
     assert "python benchmarks/run.py --quick" in summary
+    assert "## Speed options against float32" in summary and "| evaluation_digits |" in summary

@@ -11,6 +11,7 @@ cache directory, named by the group's ``cache_key`` (``--cfg job --resolve`` sho
 loaded data's facts. A new kind is a module with a ``Kind`` and one line below.
 """
 
+from .. import batching
 from . import experts, proxies, teachers
 from .kind import Kind
 from .proxies import ProxyPool, random_pool
@@ -23,12 +24,16 @@ def kind(name: str) -> Kind:
     return KINDS[name]
 
 
+# Pre-trained networks are trained and tested in float32 whatever the run's precision: their
+# caches are shared by runs of both precisions.
 def get(name: str, cfg, real, device):
-    return KINDS[name].get(cfg, real, device)
+    with batching.settings(precision=32):
+        return KINDS[name].get(cfg, real, device)
 
 
 def build(name: str, cfg, real, device) -> list:
-    return KINDS[name].build(cfg, real, device)
+    with batching.settings(precision=32):
+        return KINDS[name].build(cfg, real, device)
 
 
 def location(name: str, cfg, real):

@@ -45,7 +45,17 @@ class Run:
         return node
 
 
-IGNORED = ("seed", "sweep", "logger", "device", "compute.", "cache_dir", "data_root", "hydra.")
+IGNORED = (
+    "seed",
+    "sweep",
+    "logger",
+    "device",
+    "compute.",
+    "checkpoint.",
+    "cache_dir",
+    "data_root",
+    "hydra.",
+)
 
 
 def _job_key(overrides: list) -> tuple:
