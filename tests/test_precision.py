@@ -161,3 +161,39 @@ def test_bf16_names_its_runs_and_is_checked_on_resume_unlike_the_speed_options(t
     speed = {"precision": 32, "compute": {"compile": "inductor", "channels_last": True}}
     assert differing_keys(saved, speed) == []
     assert differing_keys({}, {"precision": 32}) == []  # a checkpoint from before the option
+
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.cuda
+@cuda
+def test_on_cuda_bf16_and_channels_last_forwards_stay_close_to_float32():
+    net = ConvNet(3, 10, 32, width=32).cuda().eval()
+    images = torch.randn(300, 3, 32, 32, device="cuda")
+    exact = batching.infer(net, images, "embed")
+    seen = conv_inputs(net)
+    with batching.settings(precision="bf16", channels_last=True):
+        fast = batching.infer(net, images, "embed")
+    assert seen == [(True, torch.bfloat16)]
+    assert fast.dtype == torch.float32 and torch.allclose(fast, exact, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.cuda
+@cuda
+def test_on_cuda_inductor_compiled_evaluation_trains_the_tested_net(tiny):
+    from hydra.utils import instantiate
+    from torch._dynamo.utils import counters
+
+    from cmidd.tasks import load_real
+
+    real = load_real(tiny("device=cuda"), "cuda")
+    images, labels = real.sample_mixed(50, generator(0, "set"))
+    net = {"_target_": "cmidd.nets.ConvNet", "_partial_": True, "width": 16, "depth": 2}
+    evaluator = Evaluator({"convnet": instantiate(net)}, 1, 20, 0.01, 0.9, 5e-4, 25)
+    plain = evaluator(images, labels, real, seed=0)["convnet"]["mean"]
+    counters.clear()
+    with batching.settings(compile="inductor", precision="bf16", channels_last=True):
+        fast = evaluator(images, labels, real, seed=0)["convnet"]["mean"]
+    assert counters["stats"]["unique_graphs"] > 0
+    assert abs(fast - plain) < 0.1 and fast > 0.3  # trained: digits are far above 0.1 chance
