@@ -184,6 +184,14 @@ def test_dsa_distils_the_same_set_in_micro_batches(tiny, tmp_path):
     torch.testing.assert_close(split.images, whole.images, rtol=1e-4, atol=1e-5)
 
 
+def test_idm_trains_its_pool_nets_and_distils_the_same_set_in_micro_batches(tiny, tmp_path):
+    idm = ["method=idm", "iterations=2", "cmi=none", "method.algorithm.batch_real=16"]
+    idm += ["method.algorithm.train_batch=32", "method.algorithm.train_steps=2"]
+    _, whole = run(tiny, tmp_path / "whole", *idm, "compute.micro_batch=0")
+    _, split = run(tiny, tmp_path / "split", *idm, "compute.micro_batch=5")
+    torch.testing.assert_close(split.images, whole.images, rtol=1e-4, atol=1e-5)
+
+
 def test_dm_never_fuses_the_classes_of_a_batchnorm_net(tiny, tmp_path, monkeypatch):
     seen = []
     original = batching.infer

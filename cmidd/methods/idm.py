@@ -17,11 +17,20 @@ DM plus three changes, each as in the reference code (uitrbn/IDM, IDM_cifar10.py
     L = sum_c || mean f(aug(real_c)) - mean f(aug(syn_c)) ||^2 + ce_weight * acc% * CE(syn_c)
 """
 
+from functools import partial
+
 import torch
 from torch.nn import functional as F
 
-from ..batching import infer
+from ..batching import backward, infer
 from .base import ClassMatching
+
+
+def _counted_cross_entropy(entry: dict, labels, logits, rows) -> torch.Tensor:
+    """The cross-entropy of a pool net on ``rows`` of its batch, counting its correct answers
+    (IDM's accuracy-weighted CE term reads them)."""
+    entry["correct"] += int((logits.argmax(1) == labels[rows]).sum())
+    return F.cross_entropy(logits, labels[rows])
 
 
 class IDM(ClassMatching):
@@ -76,12 +85,9 @@ class IDM(ClassMatching):
         net, optimizer = entry["net"], entry["optimizer"]
         for _ in range(self.train_steps):
             images, labels = self.real.sample_mixed(self.train_batch, self.sampler)
-            logits = net(images)
-            loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            backward(net, images, partial(_counted_cross_entropy, entry, labels))
             optimizer.step()
-            entry["correct"] += int((logits.argmax(1) == labels).sum())
             entry["seen"] += len(labels)
 
     def losses(self, synthetic, iteration: int):
