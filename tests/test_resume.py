@@ -164,6 +164,21 @@ def test_resume_continues_in_the_named_run_directory(tiny, tmp_path, monkeypatch
     assert stop.value.code == 2 and "has no checkpoint.pt" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # two launcher processes, about 20 s on 2 cores
+def test_resume_alone_continues_a_run_with_its_own_settings(tmp_path, cache):
+    dsa = ["method=dsa", "method.algorithm.loops=[1,1]", "cmi.weight=10", "checkpoint.every=1"]
+    first = launch(tmp_path / "run", cache, *dsa, "iterations=2")
+    assert first.wait(timeout=300) == 0, first.console.read_text()[-2000:]
+    # Only resume= and the new budget: method, weight and the tiny settings are the run's own.
+    command = [sys.executable, "launch.py", f"resume={tmp_path / 'run'}", "iterations=3"]
+    command += [f"hydra.run.dir={tmp_path / 'resume_console'}"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["iterations"] == 3 and results["config"]["method"]["name"] == "dsa"
+    assert results["config"]["cmi"]["weight"] == 10 and results["config"]["cache_dir"] == str(cache)
+
+
 def test_the_run_puts_back_the_signal_handlers_it_found(tiny, tmp_path):
     # A local multirun runs its jobs in one process: a handler left behind by a finished job
     # would swallow a SIGTERM meant for the next one (found when a sweep ignored `kill`).
