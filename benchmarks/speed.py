@@ -128,7 +128,7 @@ def proxy_epoch_speed(compose, overrides: list, images: int, repeats: int) -> di
 
 
 def speed(compose, spec: dict, extra: list) -> dict:
-    """Every workload of ``spec`` (FULL["speed"] in run.py), before and after, each composed
+    """Every workload of ``spec`` (FULL["speed"] in specs.py), before and after, each composed
     with the ``extra`` overrides."""
     out = {"threads": torch.get_num_threads()}
     for name, (overrides, iterations) in spec["iterations"].items():
@@ -140,7 +140,7 @@ def speed(compose, spec: dict, extra: list) -> dict:
 
 
 def speed_options(compose, spec: dict, extra: list) -> dict:
-    """Every workload of ``spec`` (FULL["speed_options"] in run.py) under ``options``, each
+    """Every workload of ``spec`` (FULL["speed_options"] in specs.py) under ``options``, each
     composed with the ``extra`` overrides."""
     out = {"threads": torch.get_num_threads(), "compile": spec["compile"]}
     every = options(spec["compile"])
