@@ -6,13 +6,13 @@ import sys
 import traceback
 from pathlib import Path
 
-from hydra import compose
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from . import overrides
 from .checkpoint import Preempted
 from .errors import UserError
 
@@ -29,10 +29,10 @@ def run(cfg: DictConfig, out_dir: Path):
         out_dir = Path(cfg.resume)
         if not (out_dir / "checkpoint.pt").is_file():
             _fail_in_one_line(UserError(f"resume={out_dir} has no checkpoint.pt"))
-        cfg = _with_run_overrides(cfg, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "error.txt").unlink(missing_ok=True)  # from an earlier try of this run
     try:
+        cfg = overrides.for_run(cfg, out_dir, resume=bool(cfg.get("resume")))
         return instantiate(cfg.task)(cfg, out_dir)
     except Preempted as stop:
         if _multirun():
@@ -49,25 +49,6 @@ def run(cfg: DictConfig, out_dir: Path):
             log.error("error: %s", error)
             return None
         _fail_in_one_line(error)
-
-
-def _key(override: str) -> str:
-    return override.split("=", 1)[0].lstrip("+~")
-
-
-def _with_run_overrides(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """``resume=<run dir>``: the config of the run's own command (its ``.hydra/overrides.yaml``)
-    with this command's overrides on top, so that ``resume=<dir> [iterations=<more>]`` needs
-    no repeat of the run's settings. A run started without the launcher has no such file: then
-    this command's config is the run's, as composed."""
-    saved = run_dir / ".hydra" / "overrides.yaml"
-    if not (HydraConfig.initialized() and saved.is_file()):
-        return cfg
-    current = list(HydraConfig.get().overrides.task)
-    given = {_key(o) for o in current}
-    kept = [o for o in OmegaConf.load(saved) if _key(o) not in given]
-    log.info("resuming %s with its overrides %s", run_dir, " ".join(kept) or "(none)")
-    return compose(config_name=HydraConfig.get().job.config_name, overrides=kept + current)
 
 
 def _fail_in_one_line(error: UserError):

@@ -146,7 +146,7 @@ def differing_keys(saved: dict, current: dict) -> list:
     extendable ones."""
     if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
-    if "precision" not in saved and current.get("precision") == 32:
+    if "precision" not in saved and "precision" in current:
         saved = {**saved, "precision": 32}  # from before the option: it ran in float32
     a, b = _flatten(saved), _flatten(current)
     # cmi.auto's settings only matter to a run whose weight is auto (and are absent before it).

@@ -8,7 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
-from . import batching, distributed, pretrained
+from . import batching, distributed, overrides, pretrained
 from .checkpoint import Checkpointer
 from .components import components, load_real
 from .distill import Distillation, write_json
@@ -44,6 +44,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
     state = checkpointer.load(config)
+    overrides.record(out_dir)  # after the checkpoint accepted them: resume= reads them back
     logger = instantiate(cfg.logger)(
         config=config,
         out_dir=out_dir,

@@ -164,19 +164,35 @@ def test_resume_continues_in_the_named_run_directory(tiny, tmp_path, monkeypatch
     assert stop.value.code == 2 and "has no checkpoint.pt" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # two launcher processes, about 20 s on 2 cores
+def relaunch(run_dir, *overrides, console=None):
+    """``python launch.py resume=<run_dir> ...`` (Hydra's own output in ``console``)."""
+    command = [sys.executable, "launch.py", f"resume={run_dir}", *overrides]
+    command.append(f"hydra.run.dir={console or run_dir.parent / 'console'}")
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow  # four launcher processes, about 40 s on 2 cores
 def test_resume_alone_continues_a_run_with_its_own_settings(tmp_path, cache):
+    run_dir = tmp_path / "run"
     dsa = ["method=dsa", "method.algorithm.loops=[1,1]", "cmi.weight=10", "checkpoint.every=1"]
-    first = launch(tmp_path / "run", cache, *dsa, "iterations=2")
+    first = launch(run_dir, cache, *dsa, "iterations=2")
     assert first.wait(timeout=300) == 0, first.console.read_text()[-2000:]
+    (run_dir / "overrides.yaml").unlink()  # as a run from before cmidd's file: Hydra's is read
     # Only resume= and the new budget: method, weight and the tiny settings are the run's own.
-    command = [sys.executable, "launch.py", f"resume={tmp_path / 'run'}", "iterations=3"]
-    command += [f"hydra.run.dir={tmp_path / 'resume_console'}"]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    done = relaunch(run_dir, "iterations=3", "log_every=2")
     assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["iterations"] == 3 and results["config"]["method"]["name"] == "dsa"
     assert results["config"]["cmi"]["weight"] == 10 and results["config"]["cache_dir"] == str(cache)
+    # Again, Hydra writing into the run directory itself: the settings of both commands hold.
+    done = relaunch(run_dir, "iterations=4", console=run_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["iterations"] == 4 and results["config"]["log_every"] == 2
+    assert results["config"]["method"]["name"] == "dsa"
+    # A command whose overrides no longer compose with the run's: one line, naming them.
+    done = relaunch(run_dir, "method=dm")
+    assert done.returncode == 2 and "do not compose" in done.stderr.splitlines()[-1], done.stderr
 
 
 def test_the_run_puts_back_the_signal_handlers_it_found(tiny, tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..overrides import used
 from .store import Store, store_dir
 
 log = logging.getLogger(__name__)
@@ -50,11 +51,8 @@ class Kind:
     def rebuild_command(self, cfg: DictConfig) -> str:
         """The command that builds this run's store: the run's own overrides (whatever decides
         the cache key among them), with this kind's task."""
-        try:
-            from hydra.core.hydra_config import HydraConfig
-
-            overrides = list(HydraConfig.get().overrides.task)
-        except ValueError:  # composed outside a Hydra app (tests, notebooks)
+        overrides = used()  # a resumed run's included
+        if overrides is None:  # composed outside a Hydra app (tests, notebooks)
             overrides = [
                 f"dataset={cfg.dataset.name}",
                 f"{self.group}={cfg[self.group].name}",
