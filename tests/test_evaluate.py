@@ -51,6 +51,8 @@ def test_a_set_for_other_data_is_refused(tiny, tmp_path):
         evaluate(tiny("task=evaluate", f"synthetic={tmp_path / 'padded.pt'}"), tmp_path / "eval")
 
 
+# Three launcher processes, about 27 s on 2 cores: CI runs them (pytest -m slow).
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"not a torch file", None])
 def test_a_corrupt_truncated_or_missing_file_is_one_clear_line(tmp_path, cache, content):
     target = tmp_path / "synthetic.pt"

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from conftest import ROOT, TINY
 
@@ -87,6 +88,7 @@ def test_non_finite_numbers_are_refused_before_any_work(app_error, cache):
     assert not (cache / "proxies").exists()  # no pool was built: nothing ran
 
 
+@pytest.mark.slow  # a launcher process, about 13 s on 2 cores: CI runs it (pytest -m slow)
 def test_a_diverged_run_keeps_its_last_finite_set(tmp_path, cache):
     done = launch(tmp_path, cache, "method.optimizer.lr=1e30", "iterations=5", "cmi.weight=0")
     last = one_error_line(done, "method.optimizer.lr", "last finite set")
@@ -128,6 +130,7 @@ def test_a_damaged_set_is_refused_naming_the_file(tiny, tmp_path, cache):
     one_error_line(done, f"synthetic={flipped}", "checksum")
 
 
+@pytest.mark.slow  # a launcher process, about 14 s on 2 cores: CI runs it (pytest -m slow)
 def test_a_failed_final_save_says_so_in_the_results(tmp_path, cache):
     run_dir = tmp_path / "run"
     (run_dir / "synthetic.pt").mkdir(parents=True)  # the path is blocked by a directory
