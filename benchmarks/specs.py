@@ -104,7 +104,13 @@ QUICK = {
         "proxy_images": 256,
     },
     "speed_options": {
-        "iterations": {"dm_digits": (["dataset=digits", "method=dm", "cmi=none"], 2)},
+        "iterations": {
+            "dm_digits": (
+                ["dataset=digits", "method=dm", "cmi=none", "method.algorithm.batch_real=16"]
+                + ["method.algorithm.net.width=8"],
+                1,
+            )
+        },
         "evaluations": {
             "evaluation_digits": ["dataset=digits", "eval.epochs=2", "eval.nets.convnet.width=8"]
         },
