@@ -48,6 +48,7 @@ class Run:
 IGNORED = (
     "seed",
     "sweep",
+    "study",  # set by sweep=..., which is ignored too
     "logger",
     "device",
     "compute.",
