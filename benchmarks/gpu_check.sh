@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The checks that need a GPU, as one command for a machine lent for minutes (about 10 on one
-# H100, untimed so far): the CUDA tests, the speed sections on CUDA, and the accuracy of
-# precision=bf16 against float32 after a whole run at CPU scale.
+# The checks that need a GPU, as one command for a machine lent for minutes (not yet run on
+# one, so its duration is unknown): the CUDA tests, the speed sections on CUDA, and the
+# accuracy of precision=bf16 against float32 after a whole run at CPU scale.
 #
 #   bash benchmarks/gpu_check.sh OUT_DIR [CIFAR10_JPG_ARCHIVE]
 #

@@ -50,7 +50,7 @@ FULL = {
         },
         "repeats": 2,
         "compile": "inductor",
-        "cpu": False,  # bf16 without CPU support measured 4-14x slower (docs/speed.md)
+        "cpu": False,  # bf16 without CPU support measured 4-9x slower (docs/speed.md)
     },
 }
 QUICK = {

@@ -11,7 +11,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from ..overrides import used
+from ..overrides import key, used
 from .store import Store, store_dir
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class Kind:
         kept = [
             o
             for o in overrides
-            if o.lstrip("+~").split("=")[0].split(".")[0] not in DROPPED
+            if key(o).split(".")[0] not in DROPPED
             and not o.startswith((f"{self.group}.build_if_missing", self.size_key()))
         ]
         size = OmegaConf.select(cfg, self.size_key())
