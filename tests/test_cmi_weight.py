@@ -173,7 +173,8 @@ def test_bad_auto_settings_are_one_line_errors(app_error, override, message):
 def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     from cmidd.report.plots import loss_plot, weight_plot
     from cmidd.report.runs import Run
-    from cmidd.report.tables import runs_csv, weight
+    from cmidd.report.tables import runs_csv
+    from cmidd.report.weight import weight
 
     def run(setting, used, acc, seed=0):
         config = {"cmi": {"weight": setting, "auto": {"ratio": 0.3, "mode": "freeze"}}}
@@ -199,6 +200,37 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     ]
     weight_plot(runs, tmp_path / "weight.png")
     loss_plot(runs, tmp_path / "loss.png")
+    assert (tmp_path / "weight.png").stat().st_size > 1000
+
+
+def test_weight_report_gives_a_table_and_auto_verdict_per_setting(tmp_path):
+    from cmidd.report.plots import weight_plot
+    from cmidd.report.runs import Run
+    from cmidd.report.weight import weight
+
+    def run(proxy, setting, acc, seed=0):
+        config = {"cmi": {"weight": setting, "auto": {"ratio": 0.4, "mode": "freeze"}}}
+        results = {"accuracy": {"convnet": {"mean": acc, "runs": [acc]}}, "config": config}
+        key = f"cmi.auto.ratio=0.4,cmi.weight={setting},proxy={proxy}"
+        return Run(tmp_path / f"{proxy}{setting}{seed}", key, seed, "finished", results)
+
+    runs = [run("alexnet", w, a) for w, a in [(0, 0.40), (10, 0.43), (100, 0.42)]]
+    runs += [run("alexnet", "auto", 0.426), run("alexnet", "auto", 0.428, seed=1)]
+    runs += [run("convnet", w, a) for w, a in [(0, 0.40), (300, 0.45), (1000, 0.39)]]
+    runs += [run("convnet", "auto", 0.395)]
+    text = weight(runs)
+    alexnet, convnet = text.split("### ")[1:]
+    assert alexnet.startswith("proxy=alexnet\n") and convnet.startswith("proxy=convnet\n")
+    # within 0.5 of the best fixed weight (10: 43 %) and above the base (40 %)
+    assert "-0.30 points against the best fixed weight (10), +2.70 against the base" in alexnet
+    assert alexnet.rstrip().endswith("meets both criteria")
+    assert convnet.rstrip().endswith(
+        "falls short: more than 0.5 points below the best fixed weight and below the base"
+    )
+    assert "| 300 | 45.00 ± 0.00 |" in convnet and "| 300 |" not in alexnet
+    # without a base there is nothing to compare with
+    assert "not comparable" in weight([r for r in runs if r.get("cmi.weight") != 0])
+    weight_plot(runs, tmp_path / "weight.png")  # a panel per setting
     assert (tmp_path / "weight.png").stat().st_size > 1000
 
 

@@ -103,6 +103,8 @@ def test_weight_sweep_plots_accuracy_against_the_weight(tmp_path, cache):
     text = report(sweep_dir)
     assert "| 0.0 |" in text or "| 0 |" in text
     assert "| auto (ratio 0.4, freeze): " in text  # with the weight it chose
+    assert "\n- auto (ratio 0.4, freeze): " in text  # its verdict against weights 0, 10, 100
+    assert "points against the best fixed weight" in text
     assert (sweep_dir / "weight.png").stat().st_size > 1000
 
 

@@ -9,10 +9,23 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from . import weight as weight_study  # noqa: E402
 from .runs import summarize  # noqa: E402
 
 
 def weight_plot(runs: list, path) -> None:
+    """Accuracy against the CMI weight, a panel per setting of the sweep (report/weight.py)."""
+    settings = weight_study.by_setting(runs)
+    count = len(settings)
+    fig, axes = plt.subplots(1, count, figsize=(5 * count, 3.5), squeeze=False)
+    for ax, (name, group) in zip(axes[0], settings.items(), strict=True):
+        _weight_axes(ax, group, name if count > 1 else "Sensitivity to the CMI weight")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _weight_axes(ax, runs: list, title: str) -> None:
     by_weight = defaultdict(list)
     for run in runs:
         try:
@@ -21,7 +34,6 @@ def weight_plot(runs: list, path) -> None:
             continue
     points = sorted((w, summarize(g)) for w, g in by_weight.items() if w > 0)
     points = [(w, s) for w, s in points if s["mean"] is not None]
-    fig, ax = plt.subplots(figsize=(5, 3.5))
     if points:
         ax.errorbar(
             [w for w, _ in points],
@@ -36,11 +48,8 @@ def weight_plot(runs: list, path) -> None:
     if base["mean"] is not None:
         ax.axhline(100 * base["mean"], color="gray", linestyle="--", label="without CMI")
     ax.set_xscale("log")
-    ax.set(xlabel="cmi.weight", ylabel="test accuracy (%)", title="Sensitivity to the CMI weight")
+    ax.set(xlabel="cmi.weight", ylabel="test accuracy (%)", title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def _auto_points(ax, runs: list) -> None:

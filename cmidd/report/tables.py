@@ -5,6 +5,7 @@ import io
 from collections import defaultdict
 
 from .runs import cell, summarize
+from .weight import weight
 
 
 def _markdown(header: list, rows: list) -> str:
@@ -60,33 +61,6 @@ def table7(runs: list) -> str:
                 ]
             )
     return _markdown(["CMI space", "pre-trained"] + proxies, rows)
-
-
-def _auto_label(group: list) -> str:
-    """``auto`` with its settings and the weights it chose (mean, and range over the runs)."""
-    first = group[0]
-    chosen = [r.weight_used for r in group if _number(r.weight_used)]
-    label = f"auto (ratio {first.get('cmi.auto.ratio')}, {first.get('cmi.auto.mode')})"
-    if chosen:
-        label += f": {sum(chosen) / len(chosen):.4g}"
-        label += f" [{min(chosen):.4g}, {max(chosen):.4g}]" if len(chosen) > 1 else ""
-    return label
-
-
-def weight(runs: list) -> str:
-    """A row per fixed weight, by value, then a row per ``auto`` setting with its choices."""
-    fixed = _groups([r for r in runs if r.get("cmi.weight") != "auto"], "cmi.weight")
-    auto = _groups(
-        [r for r in runs if r.get("cmi.weight") == "auto"], "cmi.auto.ratio", "cmi.auto.mode"
-    )
-    rows = [
-        [w, cell(summarize(g))]
-        for (w,), g in sorted(
-            fixed.items(), key=lambda i: float(i[0][0]) if _number(i[0][0]) else -1
-        )
-    ]
-    rows += [[_auto_label(g), cell(summarize(g))] for _, g in sorted(auto.items(), key=str)]
-    return _markdown(["cmi.weight", "accuracy (%)"], rows)
 
 
 def proxy_arch(runs: list) -> str:
@@ -223,14 +197,6 @@ def table6(runs: list) -> str:
         rows.append([label, dataset, ipc, *(cell(c) for c in cells), _delta(cells[2], cells[3])])
     header = ["technique", "dataset", "IPC", "base", "base + CMI", "technique", "technique + CMI"]
     return _markdown(header + ["Δ (CMI on the technique)"], rows)
-
-
-def _number(value) -> bool:
-    try:
-        float(value)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 STUDIES = {

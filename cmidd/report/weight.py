@@ -1,0 +1,106 @@
+"""The ``weight`` study: accuracy against the CMI weight, per setting, and how ``auto`` compares.
+
+A sweep may hold several settings (e.g. ``proxy=convnet,alexnet``): each gets its own table.
+Below a table, each ``auto`` setting is set against the base (weight 0) and the best fixed
+weight, by the criteria of ``cmi.weight=auto``'s transfer test (docs/cmi_weight.md): within
+``TOLERANCE`` points of the best fixed weight and not below the base.
+"""
+
+import re
+from collections import defaultdict
+
+from .runs import cell, summarize
+
+TOLERANCE = 0.5  # points of accuracy
+
+# The CMI weight and auto's settings vary within a setting; every other override names it.
+_WEIGHT_ITEMS = re.compile(r"(^|,)cmi\.(weight|auto\.\w+)=[^,]*")
+
+
+def by_setting(runs: list) -> dict:
+    """{setting: runs}, by name; a setting is the job key without the CMI weight (and auto's
+    settings)."""
+    groups = defaultdict(list)
+    for run in runs:
+        groups[_WEIGHT_ITEMS.sub("", run.key).strip(",") or "defaults"].append(run)
+    return dict(sorted(groups.items()))
+
+
+def _number(value) -> bool:
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _auto_name(run) -> str:
+    return f"auto (ratio {run.get('cmi.auto.ratio')}, {run.get('cmi.auto.mode')})"
+
+
+def _auto_label(group: list) -> str:
+    """``auto`` with its settings and the weights it chose (mean, and range over the runs)."""
+    chosen = [r.weight_used for r in group if _number(r.weight_used)]
+    label = _auto_name(group[0])
+    if chosen:
+        label += f": {sum(chosen) / len(chosen):.4g}"
+        label += f" [{min(chosen):.4g}, {max(chosen):.4g}]" if len(chosen) > 1 else ""
+    return label
+
+
+def _split(runs: list) -> tuple:
+    """{fixed weight: runs} in increasing order, and {auto's name: runs}."""
+    fixed, auto = defaultdict(list), defaultdict(list)
+    for run in runs:
+        if run.get("cmi.weight") == "auto":
+            auto[_auto_name(run)].append(run)
+        else:
+            fixed[run.get("cmi.weight")].append(run)
+    order = sorted(fixed, key=lambda w: float(w) if _number(w) else -1)
+    return {w: fixed[w] for w in order}, dict(sorted(auto.items()))
+
+
+def verdict(fixed: dict, auto: list) -> str:
+    """How ``auto``'s mean accuracy compares with the base and the best fixed weight > 0."""
+    means = {w: summarize(g)["mean"] for w, g in fixed.items()}
+    means = {w: m for w, m in means.items() if m is not None and _number(w)}
+    mine = summarize(auto)["mean"]
+    base = next((m for w, m in means.items() if float(w) == 0), None)
+    weighted = {w: m for w, m in means.items() if float(w) > 0}
+    if mine is None or base is None or not weighted:
+        return "not comparable: it needs finished runs of auto, of weight 0 and of a weight > 0"
+    best = max(weighted, key=weighted.get)
+    to_best, to_base = 100 * (mine - weighted[best]), 100 * (mine - base)
+    shortfalls = []
+    if to_best < -TOLERANCE:
+        shortfalls.append(f"more than {TOLERANCE} points below the best fixed weight")
+    if to_base < 0:
+        shortfalls.append("below the base")
+    outcome = "falls short: " + " and ".join(shortfalls) if shortfalls else "meets both criteria"
+    return (
+        f"{to_best:+.2f} points against the best fixed weight ({best}), "
+        f"{to_base:+.2f} against the base (weight 0): {outcome}"
+    )
+
+
+def _table(runs: list) -> list:
+    fixed, auto = _split(runs)
+    lines = ["| cmi.weight | accuracy (%) |", "| --- | --- |"]
+    lines += [f"| {w} | {cell(summarize(g))} |" for w, g in fixed.items()]
+    lines += [f"| {_auto_label(g)} | {cell(summarize(g))} |" for g in auto.values()]
+    if auto:
+        lines.append("")
+        lines += [f"- {name}: {verdict(fixed, g)}" for name, g in auto.items()]
+    return lines
+
+
+def weight(runs: list) -> str:
+    """A table per setting: a row per fixed weight, by value, then a row per ``auto`` setting
+    with the weights it chose, and auto's verdict against the base and the best fixed weight."""
+    settings = by_setting(runs)
+    if len(settings) == 1:
+        return "\n".join(_table(runs))
+    lines = []
+    for name, group in settings.items():
+        lines += [f"### {name}", "", *_table(group), ""]
+    return "\n".join(lines).rstrip()
