@@ -20,20 +20,15 @@ import numpy as np
 import torch
 
 from .errors import UserError, describe
+from .neutral import HOW
 
 log = logging.getLogger(__name__)
 
 # Keys that do not change a run's result: a checkpoint may be resumed with other values.
-NEUTRAL = (
-    "logger",
+NEUTRAL = HOW + (
     "log_every",
     "loss_every",
-    "checkpoint",
     "resume",
-    "device",
-    "compute.",  # speed only; results differ by rounding (cmidd/batching.py)
-    "cache_dir",
-    "data_root",
     "download",
     "study",
     "plugin.unsupported",  # skip or error: decides whether a run happens, not what it computes

@@ -190,3 +190,25 @@ def test_every_methods_algorithm_takes_the_keys_its_preset_gives_it(experiment):
         needs = {k: None for k in cfg.method.get("needs", [])}
         runtime = {"real": None, "seed": 0, "device": None, **needs}
         signature.bind(**runtime, **algorithm)  # TypeError names the stray key
+
+
+def test_run_directories_leave_out_the_keys_that_only_steer_how_a_run_is_done():
+    """Hydra needs exclude_keys spelled out; they must cover cmidd.neutral.HOW, which the report
+    and resume read, so that a new compute.* or checkpoint.* key cannot name directories."""
+    from cmidd.neutral import HOW
+
+    config = compose_config(["logger=none"])
+    leaves = [key for key, _ in _leaves(OmegaConf.to_container(config))]
+    how = {k for k in leaves if k.startswith(tuple(p for p in HOW if p.endswith(".")))}
+    how |= {p for p in HOW if not p.endswith(".")}
+    assert len(how) > len(HOW)  # the prefixes matched keys
+    excluded = OmegaConf.load(Path(CONF) / "config.yaml").hydra.job.config.override_dirname
+    assert how | {"seed", "sweep"} <= set(excluded.exclude_keys)
+
+
+def _leaves(node, prefix=""):
+    for key, value in node.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

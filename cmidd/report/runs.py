@@ -7,6 +7,8 @@ from pathlib import Path
 
 import yaml
 
+from ..neutral import HOW
+
 
 @dataclass
 class Run:
@@ -45,18 +47,8 @@ class Run:
         return node
 
 
-IGNORED = (
-    "seed",
-    "sweep",
-    "study",  # set by sweep=..., which is ignored too
-    "logger",
-    "device",
-    "compute.",
-    "checkpoint.",
-    "cache_dir",
-    "data_root",
-    "hydra.",
-)
+# Runs that differ only in these share a job key (seeds are aggregated over).
+IGNORED = HOW + ("seed", "sweep", "study", "hydra.")  # study: set by sweep=..., ignored too
 
 
 def _job_key(overrides: list) -> tuple:
