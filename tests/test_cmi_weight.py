@@ -177,7 +177,9 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     from cmidd.report.weight import weight
 
     def run(setting, used, acc, seed=0):
-        config = {"cmi": {"weight": setting, "auto": {"ratio": 0.3, "mode": "freeze"}}}
+        config = {
+            "cmi": {"weight": setting, "auto": {"ratio": 0.3, "mode": "freeze", "calibrate": 10}}
+        }
         results = {
             "accuracy": {"convnet": {"mean": acc, "runs": [acc]}},
             "cmi": {"weight": used},
@@ -190,7 +192,7 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     runs += [run("auto", 350, 0.45, seed=1)]
     rows = weight(runs).splitlines()[2:]
     assert rows[0].startswith("| 0.0 | 40.00") and rows[1].startswith("| 300 | 44.00")
-    assert rows[2] == "| auto (ratio 0.3, freeze): 300 [250, 350] | 44.00 ± 1.41 |"
+    assert rows[2] == "| auto (ratio 0.3, freeze 10): 300 [250, 350] | 44.00 ± 1.41 |"
     table = csv.DictReader(io.StringIO(runs_csv(runs, tmp_path)))
     assert [[row["cmi_weight"], row["cmi_weight_used"]] for row in table] == [
         ["0.0", "0.0"],
@@ -208,24 +210,33 @@ def test_weight_report_gives_a_table_and_auto_verdict_per_setting(tmp_path):
     from cmidd.report.runs import Run
     from cmidd.report.weight import weight
 
-    def run(proxy, setting, acc, seed=0):
-        config = {"cmi": {"weight": setting, "auto": {"ratio": 0.4, "mode": "freeze"}}}
+    def run(proxy, setting, acc, seed=0, mode="freeze", status="finished"):
+        auto = {"ratio": 0.4, "mode": mode, "calibrate": 10, "momentum": 0.9}
+        config = {"cmi": {"weight": setting, "auto": auto}}
         results = {"accuracy": {"convnet": {"mean": acc, "runs": [acc]}}, "config": config}
-        key = f"cmi.auto.ratio=0.4,cmi.weight={setting},proxy={proxy}"
-        return Run(tmp_path / f"{proxy}{setting}{seed}", key, seed, "finished", results)
+        # as job keys keep them: auto's own overrides only on auto runs, prefixes kept
+        extra = f"++cmi.auto.mode={mode}," if setting == "auto" else ""
+        key = f"{extra}cmi.weight={setting},proxy={proxy}"
+        return Run(tmp_path / f"{proxy}{setting}{seed}", key, seed, status, results)
 
     runs = [run("alexnet", w, a) for w, a in [(0, 0.40), (10, 0.43), (100, 0.42)]]
     runs += [run("alexnet", "auto", 0.426), run("alexnet", "auto", 0.428, seed=1)]
+    runs += [run("alexnet", "auto", 0.425, mode="track")]  # exactly 0.5 points below: within
     runs += [run("convnet", w, a) for w, a in [(0, 0.40), (300, 0.45), (1000, 0.39)]]
+    runs += [run("convnet", 1000, None, seed=1, status="failed: diverged")]
     runs += [run("convnet", "auto", 0.395)]
     text = weight(runs)
     alexnet, convnet = text.split("### ")[1:]
     assert alexnet.startswith("proxy=alexnet\n") and convnet.startswith("proxy=convnet\n")
+    freeze, track = [line for line in alexnet.splitlines() if line.startswith("- auto")]
     # within 0.5 of the best fixed weight (10: 43 %) and above the base (40 %)
-    assert "-0.30 points against the best fixed weight (10), +2.70 against the base" in alexnet
-    assert alexnet.rstrip().endswith("meets both criteria")
+    assert freeze.startswith("- auto (ratio 0.4, freeze 10): -0.30 points against the best")
+    assert "(10), +2.70 against the base (weight 0): meets both criteria" in freeze
+    assert track.startswith("- auto (ratio 0.4, track 0.9): -0.50 points")
+    assert track.endswith("meets both criteria")
     assert convnet.rstrip().endswith(
-        "falls short: more than 0.5 points below the best fixed weight and below the base"
+        "falls short: more than 0.5 points below the best fixed weight and below the base "
+        "(runs finished: 1000: 1 of 2)"
     )
     assert "| 300 | 45.00 ± 0.00 |" in convnet and "| 300 |" not in alexnet
     # without a base there is nothing to compare with

@@ -102,8 +102,8 @@ def test_weight_sweep_plots_accuracy_against_the_weight(tmp_path, cache):
     sweep_dir, _ = launch(tmp_path, cache, "sweep=weight", "cmi.weight=0,10,100,auto")
     text = report(sweep_dir)
     assert "| 0.0 |" in text or "| 0 |" in text
-    assert "| auto (ratio 0.4, freeze): " in text  # with the weight it chose
-    assert "\n- auto (ratio 0.4, freeze): " in text  # its verdict against weights 0, 10, 100
+    assert "| auto (ratio 0.4, freeze 10): " in text  # with the weight it chose
+    assert "\n- auto (ratio 0.4, freeze 10): " in text  # its verdict against weights 0, 10, 100
     assert "points against the best fixed weight" in text
     assert (sweep_dir / "weight.png").stat().st_size > 1000
 

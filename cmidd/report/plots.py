@@ -57,8 +57,8 @@ def _auto_points(ax, runs: list) -> None:
     by_setting = defaultdict(list)
     for run in runs:
         if run.ok and isinstance(run.weight_used, (int, float)) and run.weight_used > 0:
-            by_setting[(run.get("cmi.auto.ratio"), run.get("cmi.auto.mode"))].append(run)
-    for (ratio, mode), group in sorted(by_setting.items(), key=str):
+            by_setting[weight_study.auto_name(run)].append(run)
+    for label, group in sorted(by_setting.items()):
         s = summarize(group)
         if s["mean"] is None:
             continue
@@ -70,7 +70,7 @@ def _auto_points(ax, runs: list) -> None:
             markersize=10,
             linestyle="none",
             capsize=3,
-            label=f"auto (ratio {ratio}, {mode})",
+            label=label,
         )
 
 

@@ -13,8 +13,9 @@ from .runs import cell, summarize
 
 TOLERANCE = 0.5  # points of accuracy
 
-# The CMI weight and auto's settings vary within a setting; every other override names it.
-_WEIGHT_ITEMS = re.compile(r"(^|,)cmi\.(weight|auto\.\w+)=[^,]*")
+# The CMI weight and auto's settings vary within a setting; every other override names it (job
+# keys keep an override's +, ++ or ~).
+_WEIGHT_ITEMS = re.compile(r"(^|,)[+~]*cmi\.(weight|auto\.\w+)(=[^,]*)?")
 
 
 def by_setting(runs: list) -> dict:
@@ -34,14 +35,17 @@ def _number(value) -> bool:
         return False
 
 
-def _auto_name(run) -> str:
-    return f"auto (ratio {run.get('cmi.auto.ratio')}, {run.get('cmi.auto.mode')})"
+def auto_name(run) -> str:
+    """``auto`` with its settings: ratio, and mode with the setting that mode uses."""
+    mode = run.get("cmi.auto.mode")
+    detail = run.get("cmi.auto.momentum" if mode == "track" else "cmi.auto.calibrate")
+    return f"auto (ratio {run.get('cmi.auto.ratio')}, {mode} {detail})"
 
 
 def _auto_label(group: list) -> str:
     """``auto`` with its settings and the weights it chose (mean, and range over the runs)."""
     chosen = [r.weight_used for r in group if _number(r.weight_used)]
-    label = _auto_name(group[0])
+    label = auto_name(group[0])
     if chosen:
         label += f": {sum(chosen) / len(chosen):.4g}"
         label += f" [{min(chosen):.4g}, {max(chosen):.4g}]" if len(chosen) > 1 else ""
@@ -53,7 +57,7 @@ def _split(runs: list) -> tuple:
     fixed, auto = defaultdict(list), defaultdict(list)
     for run in runs:
         if run.get("cmi.weight") == "auto":
-            auto[_auto_name(run)].append(run)
+            auto[auto_name(run)].append(run)
         else:
             fixed[run.get("cmi.weight")].append(run)
     order = sorted(fixed, key=lambda w: float(w) if _number(w) else -1)
@@ -61,22 +65,30 @@ def _split(runs: list) -> tuple:
 
 
 def verdict(fixed: dict, auto: list) -> str:
-    """How ``auto``'s mean accuracy compares with the base and the best fixed weight > 0."""
-    means = {w: summarize(g)["mean"] for w, g in fixed.items()}
-    means = {w: m for w, m in means.items() if m is not None and _number(w)}
-    mine = summarize(auto)["mean"]
+    """How ``auto``'s mean accuracy compares with the base and the best fixed weight > 0, to
+    the 0.01 points the report shows."""
+    summaries = {w: summarize(g) for w, g in fixed.items() if _number(w)}
+    means = {w: s["mean"] for w, s in summaries.items() if s["mean"] is not None}
+    mine = summarize(auto)
     base = next((m for w, m in means.items() if float(w) == 0), None)
     weighted = {w: m for w, m in means.items() if float(w) > 0}
-    if mine is None or base is None or not weighted:
+    if mine["mean"] is None or base is None or not weighted:
         return "not comparable: it needs finished runs of auto, of weight 0 and of a weight > 0"
     best = max(weighted, key=weighted.get)
-    to_best, to_base = 100 * (mine - weighted[best]), 100 * (mine - base)
+    to_best = round(100 * (mine["mean"] - weighted[best]), 2)
+    to_base = round(100 * (mine["mean"] - base), 2)
     shortfalls = []
     if to_best < -TOLERANCE:
         shortfalls.append(f"more than {TOLERANCE} points below the best fixed weight")
     if to_base < 0:
         shortfalls.append("below the base")
     outcome = "falls short: " + " and ".join(shortfalls) if shortfalls else "meets both criteria"
+    unfinished = [f"auto {mine['done']} of {mine['n']}"] if mine["done"] < mine["n"] else []
+    unfinished += [
+        f"{w}: {s['done']} of {s['n']}" for w, s in summaries.items() if s["done"] < s["n"]
+    ]
+    if unfinished:
+        outcome += f" (runs finished: {', '.join(unfinished)})"
     return (
         f"{to_best:+.2f} points against the best fixed weight ({best}), "
         f"{to_base:+.2f} against the base (weight 0): {outcome}"
