@@ -212,3 +212,17 @@ def _leaves(node, prefix=""):
             yield from _leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("option", options("proxy"))
+def test_every_proxy_builds_at_the_cpu_presets_width(option):
+    """experiment=cpu_cifar10 narrows every proxy to width 32 (the transfer tests of cmi.weight=auto
+    use AlexNet and ResNet-18 pools at that scale); the reference widths stay the default."""
+    cfg = compose_config(["experiment=cpu_cifar10", f"proxy={option}", "cmi.weight=1.0"])
+    assert cfg.proxy.net.width == 32
+    narrow = instantiate(cfg.proxy.net)(in_channels=3, num_classes=10, image_size=32)
+    full = instantiate(compose_config([f"proxy={option}"]).proxy.net)
+    full = full(in_channels=3, num_classes=10, image_size=32)
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(narrow) < count(full) / 3  # half the width or less: about a quarter
+    assert narrow(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -9,8 +9,9 @@ VGG11 = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M")
 
 
 class VGG(nn.Module):
-    """``embed`` is the flattened output of the last block (512-d on 32x32). Max-pools that would
-    shrink the feature map below 1x1 (images smaller than 32 pixels) are left out."""
+    """``embed`` is the flattened output of the last block (512-d on 32x32 at ``width`` 64, the
+    reference's; other widths scale every block). Max-pools that would shrink the feature map
+    below 1x1 (images smaller than 32 pixels) are left out."""
 
     def __init__(
         self,
@@ -19,6 +20,7 @@ class VGG(nn.Module):
         image_size: int,
         norm: str = "instance",
         layers: tuple = VGG11,
+        width: int = 64,
     ):
         super().__init__()
         blocks, channels, size = [], in_channels, image_size
@@ -30,6 +32,7 @@ class VGG(nn.Module):
                 continue
             pad = 3 if in_channels == 1 and i == 0 else 1  # reference: 28x28 grey -> 32x32
             size += 2 * pad - 2
+            item = item * width // 64  # the first block's channels; the others scale with it
             blocks += [
                 nn.Conv2d(channels, item, 3, padding=pad),
                 norm_layer(norm, item),
