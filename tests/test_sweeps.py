@@ -138,7 +138,11 @@ def test_proxy_arch_sweep_reports_cmi_at_start_and_end(tmp_path, cache):
         row = next(line for line in table.splitlines() if line.startswith(f"| {proxy} "))
         assert "missing" not in row, row
         start, end_without, end_with = (float(c) for c in row.split("|")[2:5])
-        assert start > 0 and end_without > 0 and end_with > 0
+        assert min(start, end_without, end_with) >= 0
+        # On 8x8 digits, instance norm zeroes ResNet-18's and VGG-11's 1x1 maps: their outputs
+        # can be identical within a class, and the CMI exactly 0 (docs/configuration.md).
+        if proxy in ("convnet", "alexnet"):
+            assert start > 0 and end_without > 0 and end_with > 0
 
 
 @pytest.mark.slow  # a 3-job sweep in a subprocess (20 s on 2 cores): CI runs it (pytest -m slow)
