@@ -69,16 +69,16 @@ def iteration_speed(compose, overrides: list, iterations: int, settings=SETTINGS
 
 
 def _timed(work, device, repeats: int, settings=SETTINGS) -> tuple:
-    """Mean seconds of ``work()`` under each of ``settings``, who goes first rotating (e.g.
-    before, after, after, before, ...; ``repeats`` each), after one untimed warm-up of each;
-    and what ``work()`` returned last under each."""
+    """Mean seconds of ``work(name)`` under each setting ``name`` of ``settings``, who goes first
+    rotating (e.g. before, after, after, before, ...; ``repeats`` each), after one untimed
+    warm-up of each; and what ``work`` returned last under each."""
     seconds, names, last = {name: [] for name in settings}, list(settings), {}
     for r in range(repeats + 1):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             with batching.settings(**settings[name]):
                 sync(device)
                 tic = time.perf_counter()
-                last[name] = work()
+                last[name] = work(name)
                 sync(device)
             if r > 0:
                 seconds[name].append(time.perf_counter() - tic)
@@ -93,38 +93,53 @@ def evaluation_speed(compose, overrides: list, repeats: int, settings=SETTINGS) 
     images, labels = parts.synthetic.decoded()
     evaluator = instantiate(cfg.eval)
     seconds, results = _timed(
-        lambda: evaluator(images, labels, parts.real, cfg.seed), parts.device, repeats, settings
+        lambda _: evaluator(images, labels, parts.real, cfg.seed), parts.device, repeats, settings
     )
     accuracy = {name: next(iter(r.values()))["mean"] for name, r in results.items()}
     return _ratio(seconds, epochs=cfg.eval.epochs, images=len(images), accuracy=accuracy)
 
 
+def _proxy_epoch(cfg, parts, x, y):
+    """One epoch of ``cfg``'s proxy recipe over ``(x, y)``, on a fresh network each call."""
+    recipe, make = cfg.proxy.recipe, instantiate(cfg.proxy.net)
+    c, h, _ = parts.real.shape
+
+    def epoch(_name=None):
+        net = make(in_channels=c, num_classes=parts.real.num_classes, image_size=h)
+        args = (recipe.lr, recipe.momentum, recipe.weight_decay, recipe.batch_size)
+        train_classifier(net.to(parts.device), x, y, 1, *args, generator(0, "speed/order"))
+
+    return epoch
+
+
+def _proxy_data(cfg, images: int) -> tuple:
+    parts = components(cfg)
+    return parts, *parts.real.sample_mixed(images, generator(0, "speed/proxy"))
+
+
 def proxy_epoch_speed(compose, overrides: list, images: int, repeats: int) -> dict:
     """Seconds of one epoch of the config's proxy recipe over ``images`` real training images."""
     cfg = compose([*overrides, "cmi=none"])
-    parts = components(cfg)
-    x, y = parts.real.sample_mixed(images, generator(0, "speed/proxy"))
-    recipe = cfg.proxy.recipe
-    make = instantiate(cfg.proxy.net)
-
-    def epoch():
-        c, h, _ = parts.real.shape
-        net = make(in_channels=c, num_classes=parts.real.num_classes, image_size=h)
-        train_classifier(
-            net.to(parts.device),
-            x,
-            y,
-            1,
-            recipe.lr,
-            recipe.momentum,
-            recipe.weight_decay,
-            recipe.batch_size,
-            generator(0, "speed/order"),
-        )
-
+    parts, x, y = _proxy_data(cfg, images)
+    seconds, _ = _timed(_proxy_epoch(cfg, parts, x, y), parts.device, repeats)
     net = OmegaConf.to_container(cfg.proxy.net, resolve=True)
-    seconds, _ = _timed(epoch, parts.device, repeats)
-    return _ratio(seconds, images=images, batch_size=recipe.batch_size, net=net)
+    return _ratio(seconds, images=images, batch_size=cfg.proxy.recipe.batch_size, net=net)
+
+
+def proxy_pool_speed(compose, overrides: list, proxies: list, images: int, repeats: int) -> dict:
+    """Seconds of one proxy-recipe epoch over ``images`` real images for each option of the
+    ``proxy`` group in ``proxies``, alternating, and the whole pool's time extrapolated from it
+    (``pool_minutes``: pool_size x recipe epochs x the training set)."""
+    cfgs = {p: compose([*overrides, f"proxy={p}", "cmi=none"]) for p in proxies}
+    parts, x, y = _proxy_data(cfgs[proxies[0]], images)
+    epochs = {p: _proxy_epoch(cfg, parts, x, y) for p, cfg in cfgs.items()}
+    seconds, _ = _timed(lambda p: epochs[p](), parts.device, repeats, {p: {} for p in proxies})
+    train = sum(len(t) for t in parts.real.train)
+    pool = {
+        p: seconds[p] * train / images * cfg.proxy.recipe.epochs * cfg.proxy.pool_size / 60
+        for p, cfg in cfgs.items()
+    }
+    return _ratio(seconds, images=images, train_images=train, pool_minutes=pool)
 
 
 def speed(compose, spec: dict, extra: list) -> dict:

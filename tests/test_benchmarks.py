@@ -68,3 +68,18 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
     assert "## Memory of one MTT iteration" in summary and "| proxy_epoch |" in summary
     assert "python benchmarks/run.py --quick" in summary
     assert "## Speed options against float32" in summary and "| evaluation_digits |" in summary
+
+
+def test_proxy_pool_extrapolates_each_architecture_from_its_own_recipe(tiny, monkeypatch):
+    """benchmarks/proxy_pool.py's numbers: one epoch per architecture, the pool's minutes scaled
+    by that config's pool size, epochs and training set."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from speed import proxy_pool_speed
+
+    overrides = ["proxy.net.width=4", "proxy.pool_size=3", "proxy.recipe.epochs=2"]
+    out = proxy_pool_speed(lambda o: tiny(*o), overrides, ["convnet", "alexnet"], 64, 1)
+    assert set(out["seconds"]) == {"convnet", "alexnet"} and out["speedups"]["convnet"] == 1
+    assert out["train_images"] > out["images"] == 64
+    for name, seconds in out["seconds"].items():
+        expected = seconds * out["train_images"] / 64 * 2 * 3 / 60
+        assert out["pool_minutes"][name] == pytest.approx(expected)
