@@ -104,7 +104,7 @@ def _proxy_epoch(cfg, parts, x, y):
     recipe, make = cfg.proxy.recipe, instantiate(cfg.proxy.net)
     c, h, _ = parts.real.shape
 
-    def epoch(_name=None):
+    def epoch():
         net = make(in_channels=c, num_classes=parts.real.num_classes, image_size=h)
         args = (recipe.lr, recipe.momentum, recipe.weight_decay, recipe.batch_size)
         train_classifier(net.to(parts.device), x, y, 1, *args, generator(0, "speed/order"))
@@ -121,7 +121,8 @@ def proxy_epoch_speed(compose, overrides: list, images: int, repeats: int) -> di
     """Seconds of one epoch of the config's proxy recipe over ``images`` real training images."""
     cfg = compose([*overrides, "cmi=none"])
     parts, x, y = _proxy_data(cfg, images)
-    seconds, _ = _timed(_proxy_epoch(cfg, parts, x, y), parts.device, repeats)
+    epoch = _proxy_epoch(cfg, parts, x, y)
+    seconds, _ = _timed(lambda _: epoch(), parts.device, repeats)
     net = OmegaConf.to_container(cfg.proxy.net, resolve=True)
     return _ratio(seconds, images=images, batch_size=cfg.proxy.recipe.batch_size, net=net)
 
