@@ -33,18 +33,7 @@ def sync(device) -> None:
 
 def timing_loop(parts) -> Distillation:
     """A distillation loop without evaluation or logging, for timing its steps."""
-    return Distillation(
-        parts.synthetic,
-        parts.method,
-        parts.optimizer,
-        0,
-        None,
-        parts.real,
-        0,
-        Path(tempfile.gettempdir()),
-        None,
-        cmi=parts.cmi,
-    )
+    return Distillation(parts, 0, Path(tempfile.gettempdir()))
 
 
 def alternate(loops: dict, iterations: int, device) -> dict:
@@ -184,7 +173,8 @@ def _mtt_child(spec: dict) -> dict:
     trajectories = Trajectories(
         [torch.stack([start, start, start + 0.01 * torch.randn_like(start)])]
     )
-    method = MTT(make, DSA(), real, 0, device, trajectories, max(spec["steps"], 1), 2, 1)
+    method = MTT(make, DSA(), real, 0, device, max(spec["steps"], 1), 2, 1)
+    method.provide(expert=trajectories)
     labels = torch.arange(spec["classes"]).repeat_interleave(spec["ipc"])
     synthetic = SyntheticSet(
         torch.randn(len(labels), 3, 32, 32), labels, (0,) * 3, (1,) * 3, lr=0.01

@@ -6,7 +6,7 @@ On a CPU the norm, pooling and ReLU passes of a large batch are memory-bound: th
 activation of 256 CIFAR images in a width-128 ConvNet is 134 MB, far beyond any cache. Splitting
 the batch so that the largest activation of one micro-batch stays within ``CPU_BUDGET_BYTES``
 computes the same per step, up to float rounding, faster where batches are large (measured in
-BENCHMARKS.md section 15). On CUDA large batches win, so ``auto`` leaves the batches there as
+BENCHMARKS.md, "Speed work"). On CUDA large batches win, so ``auto`` leaves the batches there as
 they were.
 
 The settings are process-wide, like torch's own backend flags. ``compute.*`` changes speed, and
@@ -175,7 +175,7 @@ def size(net: nn.Module, images: torch.Tensor, output: str = "forward", cap=LIMI
         return whole
     if setting != "auto":
         return min(setting, whole)
-    probe = images[:2]  # a tensor, also for images read from disk (cmidd.storage.DiskImages)
+    probe = images[:2]  # a tensor, also for images read from disk (cmidd.data.storage.DiskImages)
     if probe.device.type != "cpu":
         return whole
     return max(2, min(whole, CPU_BUDGET_BYTES // _footprint(net, probe, output)))

@@ -1,22 +1,20 @@
 """Checkpoints of a distillation run, so that a killed or preempted run resumes where it was.
 
-A checkpoint holds the synthetic set, its optimizer, the number of iterations done, every random
-generator's state, the method's, plug-in's and automatic CMI weight's state, the results so far
-and the logger's run id: tensors and plain containers
-only, so that it loads with ``torch.load(weights_only=True)`` (a checkpoint in a run directory
-is a file like any other, and a pickle could run code). It is written to a temporary file and
-renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and SIGUSR1
-(what SLURM and submitit send before preemption) ask for a checkpoint at the end of the current
-iteration, after which the run stops with ``Preempted``.
+A checkpoint is the loop's ``state_dict`` (``cmidd.distill.Distillation``: the synthetic set,
+its optimizer, the number of iterations done, every random generator's state, the method's,
+plug-in's and CMI term's state, the results so far and the logger's run id): tensors and plain
+containers only, so that it loads with ``torch.load(weights_only=True)`` (a checkpoint in a run
+directory is a file like any other, and a pickle could run code). It is written to a temporary
+file and renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and
+SIGUSR1 (what SLURM and submitit send before preemption) ask for a checkpoint at the end of the
+current iteration, after which the run stops with ``Preempted``.
 """
 
 import logging
 import os
-import random
 import signal
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .errors import UserError, describe
@@ -38,6 +36,20 @@ NEUTRAL = HOW + (
 EXTENDABLE = ("iterations", "eval.every")
 
 
+# How the config changed since checkpoints were first written, so that older ones still resume:
+# keys added, with the value such a run had (it ran in float32; every method but IDC's and IDM's
+# had factor 1); keys added as copies of others (a plug-in's view of its method's settings); and
+# keys removed, which never changed a result (what a method declares now lives on its class; a
+# selection's optimizer was never stepped).
+ADDED = {"precision": 32, "method.factor": 1}
+COPIED = {
+    "plugin.technique.max_start_epoch": "method.algorithm.max_start_epoch",
+    "plugin.technique.expert_epochs": "method.algorithm.expert_epochs",
+    "plugin.technique.trained_epochs": "expert.recipe.epochs",
+    "plugin.technique.net": "method.algorithm.net",
+}
+REMOVED = ("method.needs", "method.takes_cmi", "method.optimizer", "plugin.needs")
+
 # Keys that follow ``iterations`` and so refuse an extended run, with the reason.
 WHY = {
     "plugin.technique.iterations": "the technique's stages are shared out over the run's "
@@ -47,82 +59,6 @@ WHY = {
 
 class Preempted(Exception):
     """The run stopped on a signal after writing a checkpoint; run the same command to resume."""
-
-
-def global_rng_state() -> dict:
-    """The global generators' states as tensors and plain numbers."""
-    kind, keys, position, has_gauss, gauss = np.random.get_state()
-    version, words, gauss_next = random.getstate()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": {
-            "kind": kind,
-            "keys": torch.from_numpy(keys.astype(np.int64)),
-            "position": int(position),
-            "has_gauss": int(has_gauss),
-            "gauss": float(gauss),
-        },
-        "python": {"version": version, "words": list(words), "gauss_next": gauss_next},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_global_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state(
-        (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"])
-    )
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["words"]), p["gauss_next"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def loop_state(loop, done: int, seconds: float) -> dict:
-    """Everything a ``Distillation`` needs to continue after ``done`` iterations exactly as
-    without a stop."""
-    return {
-        "iteration": done,
-        "seconds": seconds,
-        "results": loop.results,
-        "config": loop.results["config"],
-        "synthetic": loop.synthetic.state(),
-        "optimizer": loop.optimizer.state_dict(),
-        "scheduler": loop.scheduler.state_dict() if loop.scheduler else None,
-        "method": loop.method.state_dict(),
-        "plugin": loop.method.plugin.state_dict(),
-        "proxy_generator": loop.cmi.generator.get_state() if loop.cmi else None,
-        "cmi_weight": loop.auto.state_dict() if loop.auto else None,
-        "rng": global_rng_state(),
-        "logger_run_id": loop.logger.run_id,
-    }
-
-
-def restore_loop(loop, state: dict) -> tuple:
-    """Put ``loop`` back in a checkpoint's ``state``; returns (iterations done, seconds)."""
-    loop.synthetic.restore(state["synthetic"])
-    loop.optimizer.load_state_dict(state["optimizer"])
-    if loop.scheduler is not None:
-        loop.scheduler.load_state_dict(state["scheduler"])
-    loop.method.load_state_dict(state["method"])
-    loop.method.plugin.load_state_dict(state.get("plugin", {}))  # none before plug-ins
-    if loop.cmi is not None:
-        loop.cmi.generator.set_state(state["proxy_generator"])
-    if loop.auto is not None and state.get("cmi_weight"):
-        loop.auto.load_state_dict(state["cmi_weight"])
-    set_global_rng_state(state["rng"])
-    # A resumed run may go on for longer than the first: the config is today's.
-    loop.results = {
-        **state["results"],
-        "status": "running",
-        "iterations": loop.iterations,
-        "config": loop.results["config"],
-    }
-    log.info("resumed from the checkpoint after %d iterations", state["iteration"])
-    return state["iteration"], state["seconds"]
 
 
 def _flatten(config: dict, prefix: str = "") -> dict:
@@ -141,9 +77,15 @@ def differing_keys(saved: dict, current: dict) -> list:
     extendable ones."""
     if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
-    if "precision" not in saved and "precision" in current:
-        saved = {**saved, "precision": 32}  # from before the option: it ran in float32
     a, b = _flatten(saved), _flatten(current)
+    copies = {
+        key + k[len(source) :]: v
+        for key, source in COPIED.items()
+        for k, v in a.items()
+        if k == source or k.startswith(f"{source}.")
+    }
+    a |= {k: v for k, v in {**ADDED, **copies}.items() if k not in a and k in b}
+    a = {k: v for k, v in a.items() if not (k.startswith(REMOVED) and k not in b)}
     # cmi.auto's settings only matter to a run whose weight is auto (and are absent before it).
     auto = "auto" in (a.get("cmi.weight"), b.get("cmi.weight"))
     return sorted(
@@ -206,6 +148,10 @@ class Checkpointer:
                 f"checkpoint {self.path} is from a run with other settings: {shown}{why}; "
                 "use another run directory or delete the checkpoint"
             )
+        if "cmi" not in state:  # written before the CMI term kept its own state
+            auto = state.pop("cmi_weight", None)
+            state["cmi"] = {"generator": state.pop("proxy_generator"), "auto": auto}
+        state.setdefault("plugin", {})  # written before plug-ins
         if config["iterations"] < state["iteration"]:
             raise UserError(
                 f"iterations={config['iterations']} is invalid: checkpoint "

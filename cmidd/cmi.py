@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .cmi_weight import AutoWeight
+from .errors import UserError, check_choice, check_number
 
 
 def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
@@ -69,22 +70,22 @@ SPACES = {"feature": "embed", "probability": "forward"}
 
 
 class CMITerm:
-    """The CMI regularizer of Eq. 11, built from ``cmi=...`` (conf/cmi/) with the run's proxy
-    ``pool`` and a seeded ``generator``.
+    """The CMI regularizer of Eq. 11 with its schedule, built from ``cmi=...`` (conf/cmi/) and a
+    seeded ``generator``; every run has one (``cmi=none``: weight 0).
 
-    ``draw`` picks one proxy uniformly; ``__call__`` returns the unweighted, differentiable CMI
-    under a drawn proxy (a fresh draw unless one is given: the loop reuses a draw for the steps
-    of one iteration where the method's reference does); ``measure`` is the detached CMI under
-    the pool's first proxy, the value the paper's Tables 10-11 report. ``weight`` and ``every``
-    are the loop's: it adds ``weight * CMI`` in every ``every``-th iteration, and never calls the
-    term when the weight is 0. ``weight="auto"`` leaves the weight to ``auto``, an
-    ``AutoWeight`` built from ``cmi.auto`` (cmidd/cmi_weight.py), and ``weight`` is then 0.
-    ``pretrained`` says which pool was built (trained or not).
+    ``weight`` is a number >= 0, or ``"auto"``: then an ``AutoWeight`` built from ``auto``
+    (cmidd/cmi_weight.py) sets it from the run's gradients (``weigh``). The loop adds
+    ``weight * CMI`` at the steps ``due`` says (every ``every``-th iteration) and never calls the
+    term when it is not ``active``. ``pretrained`` says which pool the run gives it (``use``):
+    the proxies pre-trained on the real data, or untrained ones. ``draw`` picks one proxy
+    uniformly; ``__call__`` returns the unweighted, differentiable CMI under a drawn proxy (a
+    fresh draw unless one is given: the loop reuses a draw for the steps of one iteration where
+    the method's reference does); ``measure`` is the detached CMI under the pool's first proxy,
+    the value the paper's Tables 10-11 report, or None without a pool.
     """
 
     def __init__(
         self,
-        pool,
         generator: torch.Generator,
         space: str = "feature",
         per_class: bool = False,
@@ -94,24 +95,50 @@ class CMITerm:
         name: str = None,
         auto: dict = None,
     ):
-        if space not in SPACES:
-            raise ValueError(f"cmi.space={space!r} is not one of {sorted(SPACES)}")
-        self.pool, self.method, self.generator = pool, SPACES[space], generator
+        self.method = SPACES[check_choice("cmi.space", space, tuple(SPACES))]
+        self.every = check_number("cmi.every", every, 1, integer=True)
+        if isinstance(weight, str) and weight != "auto":
+            raise UserError(f"cmi.weight={weight} is invalid: it must be a number >= 0 or auto")
         self.auto = AutoWeight(**auto) if weight == "auto" else None
-        self.weight = 0.0 if self.auto else float(weight)
-        self.per_class, self.every = per_class, every
-        self.pretrained, self.name = pretrained, name
+        self.fixed = 0.0 if self.auto else float(check_number("cmi.weight", weight, 0))
+        self.per_class, self.pretrained, self.name = per_class, pretrained, name
+        self.generator, self.pool = generator, None
+
+    @property
+    def active(self) -> bool:
+        """Whether the loop adds the term at all (a positive or automatic weight)."""
+        return self.auto is not None or self.fixed > 0
+
+    @property
+    def weight(self) -> float:
+        """The weight in use (``auto``'s current value)."""
+        return self.auto.value if self.auto else self.fixed
+
+    def use(self, pool) -> None:
+        """The proxy pool the term reads (None: CMI is not measured, and must not be added)."""
+        self.pool = pool
+
+    def due(self, iteration: int, step: int, every_step: bool) -> bool:
+        """Whether the term is added at ``step`` of ``iteration`` (steps after the first only
+        for a method that adds it at ``every_step``)."""
+        return self.active and iteration % self.every == 0 and (step == 0 or every_step)
+
+    def weigh(self, distill_grad: torch.Tensor, cmi_grad: torch.Tensor) -> float:
+        """``cmi.weight=auto``: the weight for this step, from the two gradients."""
+        return self.auto.update(distill_grad, cmi_grad)
+
+    def end_iteration(self) -> dict:
+        """What the iteration logs of the schedule (``auto``'s weight)."""
+        if self.auto is None:
+            return {}
+        self.auto.end_iteration()
+        return {"cmi/weight": self.auto.value}
 
     def _cmi(self, proxy, images, labels) -> torch.Tensor:
         outputs = getattr(proxy, self.method)
         if self.per_class:
             return per_class_cmi(outputs, images, labels)
         return empirical_cmi(outputs(images), labels)
-
-    @property
-    def active(self) -> bool:
-        """Whether the loop adds the term at all (a positive or automatic weight)."""
-        return self.auto is not None or self.weight > 0
 
     def draw(self):
         return self.pool.sample(self.generator)
@@ -120,5 +147,16 @@ class CMITerm:
         return self._cmi(self.draw() if proxy is None else proxy, images, labels)
 
     @torch.no_grad()
-    def measure(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        return self._cmi(self.pool.first, images, labels).item()
+    def measure(self, images: torch.Tensor, labels: torch.Tensor):
+        return None if self.pool is None else self._cmi(self.pool.first, images, labels).item()
+
+    def state_dict(self) -> dict:
+        """The proxy draws' generator and ``auto``'s state (between iterations)."""
+        auto = None if self.auto is None else self.auto.state_dict()
+        return {"generator": self.generator.get_state(), "auto": auto}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["generator"] is not None:  # None: an older run without a pool
+            self.generator.set_state(state["generator"])
+        if self.auto is not None and state.get("auto"):
+            self.auto.load_state_dict(state["auto"])

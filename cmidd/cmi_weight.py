@@ -21,6 +21,8 @@ import math
 
 import torch
 
+from .errors import UserError, check_choice, check_number
+
 MODES = ("freeze", "track")
 
 
@@ -31,14 +33,12 @@ def weighted(weight) -> bool:
 
 class AutoWeight:
     def __init__(self, ratio: float, mode: str = "freeze", calibrate: int = 10, momentum=0.9):
-        if mode not in MODES:
-            raise ValueError(f"cmi.auto.mode={mode!r} is not one of {list(MODES)}")
-        if not ratio > 0:
-            raise ValueError(f"cmi.auto.ratio={ratio} must be a positive number")
-        if calibrate < 1:
-            raise ValueError(f"cmi.auto.calibrate={calibrate} must be at least 1")
-        if not 0 <= momentum < 1:
-            raise ValueError(f"cmi.auto.momentum={momentum} must be in [0, 1)")
+        check_choice("cmi.auto.mode", mode, MODES)
+        check_number("cmi.auto.calibrate", calibrate, 1, integer=True)
+        if check_number("cmi.auto.ratio", ratio, 0) == 0:
+            raise UserError("cmi.auto.ratio=0 is invalid: it must be a positive number")
+        if check_number("cmi.auto.momentum", momentum, 0) >= 1:
+            raise UserError(f"cmi.auto.momentum={momentum} is invalid: it must be < 1")
         self.ratio, self.mode, self.calibrate, self.momentum = ratio, mode, calibrate, momentum
         self.value = 0.0  # the weight in use: 0 until the first measurement
         self.count = 0  # iterations measured

@@ -1,27 +1,67 @@
-"""What a run is made of, built from config: the real data, the method with the pre-trained
-networks it declares (``method.needs``) and its plug-in technique (``plugin.needs``), the CMI
-term, the synthetic set and its optimizer."""
+"""What a run is made of, built from config: the real data, the method, its plug-in technique,
+the CMI term and the evaluation protocol; then the pre-trained networks they declare they need
+(``needs``), and the synthetic set with its optimizer.
+
+The assembly is generic: every component is built from its group's ``_target_`` and checks its
+own keys there, before anything expensive (a pool, a buffer or a teacher built, a distillation);
+what a component is (whether it iterates, takes a CMI term, needs experts) it declares on its
+class. Nothing here depends on which method or technique was chosen.
+"""
 
 import hashlib
 import json
 import logging
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
+import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from . import batching, pretrained
-from .cmi_weight import weighted
+from .data import RealData, Storage, whiten
 from .errors import UserError
+from .methods.base import Method, build_method
+from .plugins.base import Plugin
 from .runtime import generator, resolve_device, seed_everything
-from .storage import Storage
-from .validate import check_config, check_data, check_zca
-from .whitening import whiten
+from .synthetic import SyntheticSet
+from .validate import check_config, check_zca, combination
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """A distillation run's components (``cmidd.distill.Distillation`` loops over them)."""
+
+    device: torch.device
+    seed: int
+    real: RealData
+    method: Method
+    plugin: Plugin
+    cmi: object  # cmidd.cmi.CMITerm
+    evaluator: object  # cmidd.evaluate.Evaluator or cmidd.kd_eval.KDEvaluator
+    synthetic: SyntheticSet
+    optimizer: torch.optim.Optimizer  # None for a selection of real images
+    scheduler: object = None
+
+
+def built(make):
+    """A component, ``make()``, with a failed table lookup of its config or its own check of
+    its keys reported in one line."""
+    try:
+        return make()
+    except InterpolationResolutionError as error:
+        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(error))
+        raise UserError(f"{error.full_key} cannot be resolved: {reason.splitlines()[0]}") from None
+    except InstantiationException as error:
+        if isinstance(error.__cause__, UserError):
+            raise error.__cause__ from None
+        raise
 
 
 def storage(cfg: DictConfig) -> Storage:
@@ -34,7 +74,7 @@ def storage(cfg: DictConfig) -> Storage:
     return Storage(data.storage, data.memory_budget_gb, folder, data.workers, data.disk_budget_gb)
 
 
-def load_real(cfg: DictConfig, device):
+def load_real(cfg: DictConfig, device) -> RealData:
     log.info("loading dataset %s", cfg.dataset.name)
     try:
         real = instantiate(cfg.dataset.loader, device=device, storage=storage(cfg))
@@ -72,68 +112,67 @@ def proxy_pool(cfg: DictConfig, real, device):
     return pretrained.get("proxy", cfg, real, device)
 
 
-def cmi_term(cfg: DictConfig, real, device, pool=None):
-    """The run's CMI term (``cmi=...``) on its proxy pool (``pool`` if the method has loaded it
-    already); without a pool (and weight 0) CMI is simply not measured (None)."""
-    weight = cfg.cmi.weight
-    if weighted(weight) and cfg.ipc == 1 and cfg.method.get("factor", 1) == 1:
+def _term_pool(cfg: DictConfig, term, loaded: dict, real, device):
+    """The pool the CMI term reads (the one loaded for the run, if it is that one); a term with
+    weight 0 only measures, and does without a pool that is missing."""
+    if term.pretrained and "proxy" in loaded:
+        return loaded["proxy"]
+    try:
+        return proxy_pool(cfg, real, device)
+    except pretrained.StoreError:
+        if term.active:
+            raise
+        log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
+        return None
+
+
+def _warn_inert(term, method: Method, evaluator, ipc: int) -> None:
+    if term.active and ipc == 1 and method.factor == 1:
+        weight = "auto" if term.auto else term.fixed
         warnings.warn(
-            f"cmi.weight={weight} at ipc=1 with method={cfg.method.name}: every class has "
-            "one image, so it is its own centroid and the CMI term is identically 0",
-            stacklevel=2,
+            f"cmi.weight={weight} at ipc=1: every class has one image, so it is its own "
+            "centroid and the CMI term is identically 0",
+            stacklevel=3,
         )
-    if pool is None:
-        try:
-            pool = proxy_pool(cfg, real, device)
-        except pretrained.StoreError:
-            if weighted(weight):
-                raise
-            log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
-            return None
-    return instantiate(cfg.cmi)(pool=pool, generator=generator(cfg.seed, "proxy"))
+    if method.soft_labels and not getattr(evaluator, "soft_labels", False):
+        log.warning("the set's soft labels go unused: only eval=kd trains on them")
 
 
-def components(cfg: DictConfig, real=None) -> SimpleNamespace:
+def components(cfg: DictConfig, real: RealData = None) -> Parts:
     """Everything a distillation run needs (also used by benchmarks/run.py)."""
     keep_baseline(cfg)
-    check_config(cfg, strict=False)
+    check_config(cfg)
+    skipped = combination(cfg)
+    if skipped:
+        raise UserError(skipped)
     device = resolve_device(cfg.device)
     batching.from_config(cfg)
     seed_everything(cfg.seed)
+    evaluator = built(lambda: instantiate(cfg.eval))
     real = load_real(cfg, device) if real is None else real
-    check_data(cfg, real)
-    check_config(cfg)  # the table lookups left for after the data
-    method_needs, plugin_needs = cfg.method.get("needs", []), cfg.plugin.get("needs", [])
-    kinds = dict.fromkeys([*method_needs, *plugin_needs])  # each once, in a fixed order
-    needs = {k: pretrained.get(k, cfg, real, device) for k in kinds}
-    method = instantiate(cfg.method.algorithm)(
-        real=real, seed=cfg.seed, device=device, **{k: needs[k] for k in method_needs}
-    )
-    technique = instantiate(cfg.plugin.technique)(
-        seed=cfg.seed, **{k: needs[k] for k in plugin_needs}
-    )
-    technique.attach(method)
-    cmi = cmi_term(cfg, real, device, needs.get("proxy") if cfg.cmi.pretrained else None)
-    learn_lr = cfg.method.get("synthetic_lr")  # a learnable training lr, distilled with the images
-    synthetic = method.initial_set(
-        real,
-        cfg.ipc,
-        generator(cfg.seed, "init"),
-        cfg.method.init,
-        cfg.method.get("factor", 1),
-        None if learn_lr is None else learn_lr.init,
-    )
-    groups = [{"params": [synthetic.images]}]
-    if learn_lr is not None:
-        groups.append({"params": [synthetic.lr], "lr": learn_lr.lr})
-    optimizer = instantiate(cfg.method.optimizer)(groups)
-    schedule = cfg.method.get("schedule")  # of the optimizer's lr, per iteration (SRe2L)
-    return SimpleNamespace(
+    method = built(lambda: build_method(cfg.method, real, cfg.ipc, cfg.seed, device))
+    plugin = built(lambda: instantiate(cfg.plugin.technique)(seed=cfg.seed))
+    term = built(lambda: instantiate(cfg.cmi)(generator=generator(cfg.seed, "proxy")))
+    _warn_inert(term, method, evaluator, cfg.ipc)
+    method.use(plugin)
+    # The expensive part, now that every setting is checked: each kind once, in a fixed order.
+    pool = ["proxy"] if term.active and term.pretrained else []
+    kinds = dict.fromkeys([*method.needs, *plugin.needs, *pool])
+    loaded = {kind: pretrained.get(kind, cfg, real, device) for kind in kinds}
+    method.provide(**{kind: loaded[kind] for kind in method.needs})
+    plugin.provide(**{kind: loaded[kind] for kind in plugin.needs})
+    term.use(_term_pool(cfg, term, loaded, real, device))
+    synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
+    optimizer = method.optimizer(synthetic)
+    return Parts(
         device=device,
+        seed=cfg.seed,
         real=real,
         method=method,
-        cmi=cmi,
+        plugin=plugin,
+        cmi=term,
+        evaluator=evaluator,
         synthetic=synthetic,
         optimizer=optimizer,
-        scheduler=None if schedule is None else instantiate(schedule)(optimizer),
+        scheduler=method.scheduler(optimizer),
     )

@@ -3,7 +3,7 @@
     L = L_DD + cmi.weight * CMI_emp(S)
 
 computed on the un-augmented (decoded) synthetic set, in the iterations where it is due (every
-``cmi_every``-th; 1 by default, the paper suggests 5 as a cheaper variant), at the steps the
+``cmi.every``-th; 1 by default, the paper suggests 5 as a cheaper variant), at the steps the
 method's reference code adds it (``Method.cmi_every_step``, ``Method.new_proxy_every_step``:
 the first or every image update of an iteration, one proxy per iteration or per step). With
 weight 0 the proxy never runs; with ``cmi.weight=auto`` the weight comes from the two gradients
@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import Preempted, loop_state, restore_loop
+from .checkpoint import Preempted
 from .errors import NonFiniteError, UserError, describe
+from .loggers import NullLogger
 from .progress import Progress
+from .runtime import global_rng_state, set_global_rng_state
 from .synthetic import decode
 
 log = logging.getLogger(__name__)
@@ -42,35 +44,29 @@ def write_json(path: Path, data: dict) -> None:
 
 
 class Distillation:
+    """The loop over ``iterations`` of a run's ``parts`` (``cmidd.components.Parts``: the set,
+    its optimizer and schedule, the method, its plug-in, the CMI term, the evaluator, the real
+    data and the seed), writing into ``out_dir``: results.json, the set, and through
+    ``checkpointer`` (if any) its own ``state_dict`` every ``checkpoint.every`` iterations."""
+
     def __init__(
         self,
-        synthetic,
-        method,
-        optimizer,
+        parts,
         iterations: int,
-        evaluator,
-        real,
-        seed: int,
         out_dir: Path,
-        logger,
-        cmi=None,
-        log_every: int = 50,
-        config: dict = None,
+        logger=None,
         checkpointer=None,
+        config: dict = None,
+        log_every: int = 50,
         loss_every: int = 10,
-        scheduler=None,
     ):
-        self.synthetic, self.method, self.optimizer = synthetic, method, optimizer
-        self.scheduler = scheduler  # of the optimizer's learning rate, stepped per iteration
-        self.iterations, self.evaluator, self.real, self.seed = iterations, evaluator, real, seed
-        self.out_dir, self.logger, self.cmi = Path(out_dir), logger, cmi
+        self.synthetic, self.method, self.plugin = parts.synthetic, parts.method, parts.plugin
+        self.optimizer, self.scheduler, self.cmi = parts.optimizer, parts.scheduler, parts.cmi
+        self.evaluator, self.real, self.seed = parts.evaluator, parts.real, parts.seed
+        self.iterations, self.out_dir = iterations, Path(out_dir)
+        self.logger = logger or NullLogger()
         self.log_every, self.checkpointer, self.loss_every = log_every, checkpointer, loss_every
-        # The term's own schedule (cmi.weight or cmi.auto, cmi.every); no pool means no term.
-        self.weight = cmi.weight if cmi is not None else 0.0
-        self.auto = cmi.auto if cmi is not None else None
-        self.active = cmi is not None and cmi.active
-        self.cmi_every = cmi.every if cmi is not None else 1
-        self.done = 0  # iterations completed
+        self.done, self.seconds = 0, 0.0  # iterations completed, and their time
         self.unsaved = None  # why synthetic.pt could not be written, if it could not
         self.results = {
             "accuracy": {},
@@ -84,15 +80,51 @@ class Distillation:
             "config": config or {},
         }
 
+    def state_dict(self) -> dict:
+        """Everything the loop needs to continue after ``done`` iterations exactly as without a
+        stop: tensors and plain containers only (checkpoints load with ``weights_only``)."""
+        return {
+            "iteration": self.done,
+            "seconds": self.seconds,
+            "results": self.results,
+            "config": self.results["config"],
+            "synthetic": self.synthetic.state(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "method": self.method.state_dict(),
+            "plugin": self.plugin.state_dict(),
+            "cmi": self.cmi.state_dict(),
+            "rng": global_rng_state(),
+            "logger_run_id": self.logger.run_id,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Back to a checkpoint's ``state``; the config and the budget stay this run's (a resumed
+        run may go on for longer than the first)."""
+        self.synthetic.restore(state["synthetic"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.method.load_state_dict(state["method"])
+        self.plugin.load_state_dict(state["plugin"])
+        self.cmi.load_state_dict(state["cmi"])
+        set_global_rng_state(state["rng"])
+        self.done, self.seconds = state["iteration"], state["seconds"]
+        self.results = {
+            **state["results"],
+            "status": "running",
+            "iterations": self.iterations,
+            "config": self.results["config"],
+        }
+        log.info("resumed from the checkpoint after %d iterations", self.done)
+
     @property
     def _rates(self) -> str:
         """The settings that can make the set diverge, for error messages."""
         learned = ", method.synthetic_lr.lr" if self.synthetic.lr is not None else ""
-        weight = "cmi.auto.ratio" if self.auto is not None else "cmi.weight"
+        weight = "cmi.auto.ratio" if self.cmi.auto is not None else "cmi.weight"
         return f"method.optimizer.lr{learned} or {weight}"
-
-    def _measure_cmi(self):
-        return None if self.cmi is None else self.cmi.measure(*self.synthetic.decoded())
 
     def _evaluate(self, iteration: int) -> dict:
         """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
@@ -121,13 +153,6 @@ class Distillation:
         write_json(self.out_dir / "results.json", self.results)
         return accuracy
 
-    def _cmi_due(self, step: int, iteration: int) -> bool:
-        return (
-            self.active
-            and iteration % self.cmi_every == 0
-            and (step == 0 or self.method.cmi_every_step)
-        )
-
     def _cmi_set(self, stage) -> tuple:
         """The images CMI is computed on: the (decoded) set, or the part a plug-in's stage uses."""
         if stage is None:
@@ -152,9 +177,9 @@ class Distillation:
 
     def _backward(self, loss, cmi, stage) -> float:
         """The gradients of ``loss + weight * cmi``; returns the weight used."""
-        if cmi is None or self.auto is None:
-            (loss if cmi is None else loss + self.weight * cmi).backward()
-            return self.weight
+        if cmi is None or self.cmi.auto is None:
+            (loss if cmi is None else loss + self.cmi.weight * cmi).backward()
+            return self.cmi.weight
         # cmi.weight=auto: the two gradients apart, to weigh them by their norms on the images
         # this step trains; together they cost what the sum's backward costs.
         images = self.synthetic.images
@@ -163,19 +188,19 @@ class Distillation:
         distill = torch.zeros_like(images) if images.grad is None else images.grad
         (cmi_grad,) = torch.autograd.grad(cmi, images)
         rows = slice(None) if stage is None else stage.trainable
-        weight = self.auto.update(distill[rows], cmi_grad[rows])
+        weight = self.cmi.weigh(distill[rows], cmi_grad[rows])
         images.grad = distill.add_(cmi_grad, alpha=weight)
         return weight
 
     def _step(self, iteration: int) -> dict:
         losses = {"loss/distill": 0.0, "loss/cmi": 0.0, "loss/total": 0.0}
         proxy = None
-        self.method.plugin.begin(iteration)
-        stage = self.method.plugin.stage(self.synthetic, iteration)
+        self.plugin.begin(iteration)
+        stage = self.plugin.stage(self.synthetic, iteration)
         for k, loss in enumerate(self.method.losses(self.synthetic, iteration)):
             distill = _finite(loss.item(), iteration, "the distillation loss", self._rates)
             cmi, cmi_value = None, 0.0
-            if self._cmi_due(k, iteration):
+            if self.cmi.due(iteration, k, self.method.cmi_every_step):
                 if proxy is None or self.method.new_proxy_every_step:
                     proxy = self.cmi.draw()
                 cmi = self.cmi(*self._cmi_set(stage), proxy=proxy)
@@ -191,18 +216,17 @@ class Distillation:
             losses["loss/distill"] += distill
             losses["loss/cmi"] += cmi_value
             losses["loss/total"] += distill + weight * cmi_value
-        if self.auto is not None:
-            self.auto.end_iteration()
-            losses["cmi/weight"] = self.auto.value
+        losses |= self.cmi.end_iteration()
         if self.synthetic.lr is not None:
             losses["synthetic/lr"] = self.synthetic.learned_lr
         return losses
 
-    def _checkpoint(self, done: int, seconds: float, final: bool = False) -> None:
-        if self.checkpointer is None or not (final or self.checkpointer.due(done)):
+    def _checkpoint(self, final: bool = False) -> None:
+        if self.checkpointer is None or not (final or self.checkpointer.due(self.done)):
             return
-        self.checkpointer.save(loop_state(self, done, seconds))
+        self.checkpointer.save(self.state_dict())
         if self.checkpointer.requested and not final:
+            done = self.done
             self.results["status"] = f"preempted after {done} iterations"
             write_json(self.out_dir / "results.json", self.results)
             raise Preempted(
@@ -232,13 +256,14 @@ class Distillation:
     def run(self, state: dict = None) -> dict:
         """Distill from scratch, or from a checkpoint's ``state`` (a finished run's too, to
         extend it to more iterations)."""
-        start, seconds = restore_loop(self, state) if state else (0, 0.0)
-        self.done = start
+        if state:
+            self.load_state_dict(state)
+        start = self.done
         if state and state["results"]["status"] == "finished" and start == self.iterations:
             log.info("the checkpoint's run is finished after %d iterations", start)
             return self.results
         if state is None:
-            self.results["cmi"]["start"] = self._measure_cmi()
+            self.results["cmi"]["start"] = self.cmi.measure(*self.synthetic.decoded())
         progress = Progress(self.iterations, start)
         evaluated = {p["iteration"] for p in self.results["accuracy_curve"]}
         eval_times = []
@@ -259,20 +284,20 @@ class Distillation:
                 ) from None
             if self.scheduler is not None:
                 self.scheduler.step()
-            seconds += time.perf_counter() - tic
+            self.seconds += time.perf_counter() - tic
             self.logger.log(losses, step=iteration)
             self.done = iteration + 1
             self._record_losses(losses)
             self._log_progress(progress, losses, eval_times)
-            self._checkpoint(self.done, seconds)
-        self.results["seconds_per_iteration"] = seconds / max(self.iterations, 1)
+            self._checkpoint()
+        self.results["seconds_per_iteration"] = self.seconds / max(self.iterations, 1)
         self.method.finish(self.synthetic)
-        self.results["cmi"]["end"] = self._measure_cmi()
-        self.results["cmi"]["weight"] = self.auto.value if self.auto else self.weight
+        self.results["cmi"]["end"] = self.cmi.measure(*self.synthetic.decoded())
+        self.results["cmi"]["weight"] = self.cmi.weight
         self.results["accuracy"] = self._evaluate(self.iterations)
         self.save_set()
         self.results["status"] = "finished"
-        self._checkpoint(self.done, seconds, final=True)  # lets the run be extended later
+        self._checkpoint(final=True)  # lets the run be extended later
         write_json(self.out_dir / "results.json", self.results)
         return self.results
 

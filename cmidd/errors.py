@@ -1,5 +1,6 @@
 """Errors that are the user's to fix: reported as one line, without a traceback."""
 
+import math
 import pickle
 import re
 
@@ -30,3 +31,25 @@ def describe(error: BaseException) -> str:
         )
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     return f"{type(error).__name__}: {first}" if first else type(error).__name__
+
+
+def check_number(key: str, value, minimum: float, integer: bool = False):
+    """``value`` of config ``key``, if it is a finite number (an integer) >= ``minimum``."""
+    kind = int if integer else (int, float)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
+        what = "an integer" if integer else "a finite number"
+        raise UserError(f"{key}={value} is invalid: it must be {what} >= {minimum}")
+    return value
+
+
+def check_choice(key: str, value, choices):
+    """``value`` of config ``key``, if it is one of ``choices``."""
+    if value not in choices:
+        names = ", ".join(str(c).lower() if isinstance(c, bool) else str(c) for c in choices)
+        raise UserError(f"{key}={value} is invalid: it must be one of {names}")
+    return value

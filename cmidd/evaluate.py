@@ -8,9 +8,11 @@ import logging
 import statistics
 
 import torch
+from omegaconf import OmegaConf
 
 from . import batching
 from .ensemble import ensemble_accuracy, train_ensemble
+from .errors import UserError, check_choice, check_number
 from .progress import Progress, epoch_logger
 from .runtime import build_seeded, generator
 from .train import StepSchedule, accuracy, train_classifier
@@ -22,8 +24,24 @@ VECTORIZE = ("auto", True, False)
 
 def architectures(nets: dict) -> dict:
     """The nets to evaluate: ``eval.nets.<arch>=null`` leaves an architecture out (a preset
-    replacing a protocol's default net, e.g. experiment=cpu_cifar10's smaller students)."""
-    return {arch: make for arch, make in nets.items() if make is not None}
+    replacing a protocol's default net, e.g. experiment=cpu_cifar10's smaller students); one must
+    remain, and each must be a whole net config (a preset's partial key for another protocol's
+    net is not one)."""
+    kept = {arch: make for arch, make in nets.items() if make is not None}
+    if not kept:
+        raise UserError("eval.nets is empty: at least one architecture must be evaluated")
+    for arch, make in kept.items():
+        if not callable(make):
+            shown = OmegaConf.to_container(make) if OmegaConf.is_config(make) else make
+            raise UserError(f"eval.nets.{arch}={shown} is not a net config")
+    return kept
+
+
+def check_schedule(models: int, epochs: int, every: int) -> None:
+    """The keys every protocol has: networks per architecture, their epochs, the curve's stride."""
+    check_number("eval.models", models, 1, integer=True)
+    check_number("eval.epochs", epochs, 1, integer=True)
+    check_number("eval.every", every, 0, integer=True)
 
 
 def summarize(runs: list) -> dict:
@@ -46,6 +64,8 @@ class Evaluator:
     networks of their own.
     """
 
+    soft_labels = False  # it trains on hard labels (the protocols of eval=kd train on soft ones)
+
     def __init__(
         self,
         nets: dict,
@@ -63,8 +83,8 @@ class Evaluator:
         every: int = 0,
         vectorize="auto",
     ):
-        if vectorize not in VECTORIZE:
-            raise ValueError(f"eval.vectorize={vectorize!r} is not one of auto, true, false")
+        check_schedule(models, epochs, every)
+        check_choice("eval.vectorize", vectorize, VECTORIZE)
         self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.hyper = dict(
             lr=lr, momentum=momentum, weight_decay=weight_decay, batch_size=batch_size

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from . import distributed
 from .errors import UserError
-from .evaluate import architectures, summarize
+from .evaluate import architectures, check_schedule, summarize
 from .progress import Progress
 from .runtime import build_seeded
 from .train import accuracy
@@ -59,6 +59,7 @@ class KDEvaluator:
     soft labels, tested on the real test set."""
 
     data_parallel = True  # task=evaluate under torchrun shares each batch (cmidd.distributed)
+    soft_labels = True
 
     def __init__(
         self,
@@ -70,6 +71,7 @@ class KDEvaluator:
         temperature: float,
         every: int = 0,
     ):
+        check_schedule(models, epochs, every)
         self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.lr, self.weight_decay, self.temperature, self.every = (
             lr,

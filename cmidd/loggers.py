@@ -49,6 +49,11 @@ def _wandb_mode(mode: str) -> str:
     return "online" if netrc.is_file() and "api.wandb.ai" in netrc.read_text() else "offline"
 
 
+def chosen(cfg) -> dict:
+    """The option a run chose in each group that names what it distils (the option's ``name``)."""
+    return {group: cfg[group].name for group in ("method", "dataset", "proxy", "plugin")}
+
+
 def run_labels(cfg) -> dict:
     """The W&B group (a sweep's directory name) and tags of a run, from its config."""
     group = None
@@ -62,15 +67,8 @@ def run_labels(cfg) -> dict:
     except ValueError:  # composed outside a Hydra app
         pass
     cmi = cfg.cmi.space if weighted(cfg.cmi.weight) else "none"
-    tags = [
-        f"method:{cfg.method.name}",
-        f"dataset:{cfg.dataset.name}",
-        f"ipc:{cfg.ipc}",
-        f"cmi:{cmi}",
-        f"proxy:{cfg.proxy.name}",
-    ]
-    tags += [f"plugin:{cfg.plugin.name}"] if cfg.plugin.name != "none" else []
-    tags += [f"study:{cfg.study}"] if cfg.study else []
+    tags = [f"{key}:{name}" for key, name in chosen(cfg).items() if name != "none"]
+    tags += [f"ipc:{cfg.ipc}", f"cmi:{cmi}"] + ([f"study:{cfg.study}"] if cfg.study else [])
     return {"group": group, "tags": tags}
 
 

@@ -1,4 +1,5 @@
-"""Device, seeding and named random generators: resolved once per run and passed down."""
+"""Device, seeding and named random generators: resolved once per run and passed down; the
+global generators' state, which checkpoints keep."""
 
 import hashlib
 import random
@@ -42,3 +43,35 @@ def build_seeded(make, seed: int, name: str, **kwargs):
         # Only the CPU generator: networks are initialized on the CPU, then moved.
         torch.default_generator.manual_seed(derive_seed(seed, name))
         return make(**kwargs)
+
+
+def global_rng_state() -> dict:
+    """The global generators' states as tensors and plain numbers."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    version, words, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "words": list(words), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_global_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (n["kind"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["words"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -236,3 +236,35 @@ class SyntheticSet(nn.Module):
             k: v for k, v in state.items() if k not in synthetic.state() and k != "sha256"
         }
         return synthetic
+
+
+def check_fits(path, synthetic: SyntheticSet, real) -> None:
+    """A saved synthetic set must fit the dataset it is evaluated on."""
+    shape = tuple(synthetic.images.shape[1:])
+    if shape != real.shape or int(synthetic.labels.max()) >= real.num_classes:
+        raise UserError(
+            f"synthetic={path} holds images of shape {shape} with labels up to "
+            f"{int(synthetic.labels.max())}; dataset={real.name} has {real.shape} and "
+            f"{real.num_classes} classes"
+        )
+    if synthetic.targets is not None and synthetic.targets.shape[1] != real.num_classes:
+        raise UserError(
+            f"synthetic={path} holds soft labels over {synthetic.targets.shape[1]} "
+            f"classes; dataset={real.name} has {real.num_classes}"
+        )
+    distilled_on = synthetic.meta.get("dataset", {}).get("zca")
+    if distilled_on != real.meta.get("zca"):
+        raise UserError(
+            f"synthetic={path} was distilled on data with zca={distilled_on}, this run's "
+            f"data have zca={real.meta.get('zca')}: set zca.enabled="
+            f"{str(distilled_on is not None).lower()}"
+        )
+    if any(
+        abs(a - b) > 1e-4
+        for a, b in zip(synthetic.mean + synthetic.std, real.mean + real.std, strict=True)
+    ):
+        raise UserError(
+            f"synthetic={path} was normalized with mean={list(synthetic.mean)}, "
+            f"std={list(synthetic.std)}; dataset={real.name} uses "
+            f"mean={list(real.mean)}, std={list(real.std)}"
+        )

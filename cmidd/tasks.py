@@ -13,33 +13,26 @@ from .checkpoint import Checkpointer
 from .components import components, load_real
 from .distill import Distillation, write_json
 from .errors import UserError
-from .loggers import run_labels
+from .loggers import chosen, run_labels
 from .runtime import resolve_device
-from .synthetic import SyntheticSet
-from .validate import check_data_source, check_device, check_synthetic, plugin_mismatch
+from .synthetic import SyntheticSet, check_fits
+from .validate import check_data_source, check_device, combination
 
 log = logging.getLogger(__name__)
 
 
 def distill(cfg: DictConfig, out_dir: Path) -> dict:
-    if not cfg.method.get("takes_cmi", True) and cfg.cmi.name != "none":
-        return _skip(
-            cfg,
-            out_dir,
-            f"method={cfg.method.name} takes no CMI term, so "
-            f"cmi={cfg.cmi.name} has nothing to add: its cmi=none run is the result",
-        )
-    if cfg.plugin.unsupported == "skip" and plugin_mismatch(cfg):
-        return _skip(cfg, out_dir, plugin_mismatch(cfg))
+    skipped = combination(cfg)
+    if skipped:
+        return _skip(cfg, out_dir, skipped)
     distributed.one_process("task=distill")
     parts = components(cfg)
-    if not parts.method.iterates and cfg.iterations != 0:
+    iterations = cfg.iterations
+    if not parts.method.iterates and iterations != 0:
         log.warning(
-            "method=%s selects its set and does not iterate: iterations=%s is ignored",
-            cfg.method.name,
-            cfg.iterations,
+            "the method selects its set and does not iterate: iterations=%s is ignored", iterations
         )
-        cfg.iterations = 0
+        cfg.iterations = iterations = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
@@ -52,21 +45,14 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         run_id=state and state["logger_run_id"],
     )
     run = Distillation(
-        parts.synthetic,
-        parts.method,
-        parts.optimizer,
-        cfg.iterations,
-        instantiate(cfg.eval),
-        parts.real,
-        cfg.seed,
+        parts,
+        iterations,
         out_dir,
         logger,
-        cmi=parts.cmi,
+        checkpointer,
+        config=config,
         log_every=cfg.log_every,
         loss_every=cfg.loss_every,
-        config=config,
-        checkpointer=checkpointer,
-        scheduler=parts.scheduler,
     )
     checkpointer.install_signal_handlers()
     try:
@@ -102,14 +88,14 @@ def _log_final(logger, results: dict, out_dir: Path, cfg: DictConfig) -> None:
     for arch, r in results["accuracy"].items():
         summary |= {f"accuracy/{arch}": r["mean"], f"accuracy/{arch}_std": r["std"]}
     logger.summary(summary)
-    name = f"synthetic-{cfg.method.name}-{cfg.dataset.name}-ipc{cfg.ipc}"
+    named = chosen(cfg)
     logger.artifact(
         out_dir / "synthetic.pt",
-        name,
+        f"synthetic-{named['method']}-{named['dataset']}-ipc{cfg.ipc}",
         "dataset",
         {
-            "method": cfg.method.name,
-            "dataset": cfg.dataset.name,
+            "method": named["method"],
+            "dataset": named["dataset"],
             "ipc": cfg.ipc,
             "cmi_weight": results["cmi"].get("weight"),  # the weight used (auto: the chosen one)
             "seed": cfg.seed,
@@ -150,7 +136,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     synthetic = SyntheticSet.load(Path(cfg.synthetic).expanduser(), device)
     real = load_real(cfg, device)
-    check_synthetic(cfg.synthetic, synthetic, real)
+    check_fits(cfg.synthetic, synthetic, real)
     images, labels = synthetic.train_set()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
     soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}

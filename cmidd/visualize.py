@@ -24,8 +24,8 @@ from .components import load_real, proxy_pool
 from .distill import write_json
 from .errors import UserError
 from .runtime import resolve_device
-from .synthetic import SyntheticSet
-from .validate import check_device, check_synthetic
+from .synthetic import SyntheticSet, check_fits
+from .validate import check_device
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -122,7 +122,7 @@ def visualize(cfg: DictConfig, out_dir: Path, proxy_index: int = 0) -> dict:
     synthetic = [SyntheticSet.load(p, device) for p in paths]
     real = load_real(cfg, device)
     for path, s in zip(paths, synthetic, strict=True):
-        check_synthetic(path, s, real)
+        check_fits(path, s, real)
     pool = proxy_pool(cfg, real, device)
     if not 0 <= proxy_index < len(pool):
         raise UserError(

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from cmidd.cmi import CMITerm, empirical_cmi, per_class_cmi
+from cmidd.errors import UserError
 from cmidd.pretrained import ProxyPool
 
 
@@ -106,8 +107,11 @@ def test_term_uses_the_configured_space_and_draws_proxies():
         net.embed = lambda x, net=net: net[0](x) * 2.0  # a "feature" space distinct from forward
     pool = ProxyPool(nets)
     images, labels = torch.randn(8, 3, 2, 2), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
-    feature = CMITerm(pool, torch.Generator().manual_seed(0), "feature")
-    probability = CMITerm(pool, torch.Generator().manual_seed(0), "probability")
+    feature = CMITerm(torch.Generator().manual_seed(0), "feature")
+    probability = CMITerm(torch.Generator().manual_seed(0), "probability")
+    assert feature.measure(images, labels) is None  # no pool: not measured
+    feature.use(pool)
+    probability.use(pool)
     assert feature.measure(images, labels) == pytest.approx(
         empirical_cmi(nets[0].embed(images), labels).item()
     )
@@ -116,5 +120,5 @@ def test_term_uses_the_configured_space_and_draws_proxies():
     )
     drawn = {id(pool.sample(torch.Generator().manual_seed(s))) for s in range(20)}
     assert len(drawn) == 3
-    with pytest.raises(ValueError, match="cmi.space"):
-        CMITerm(pool, torch.Generator(), "logits")
+    with pytest.raises(UserError, match="cmi.space=logits is invalid"):
+        CMITerm(torch.Generator(), "logits")

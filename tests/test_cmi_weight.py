@@ -16,18 +16,7 @@ AUTO = ["cmi.weight=auto", "cmi.auto.ratio=0.5"]
 
 
 def _loop(parts, tmp_path, iterations=0):
-    return Distillation(
-        parts.synthetic,
-        parts.method,
-        parts.optimizer,
-        iterations,
-        None,
-        parts.real,
-        0,
-        tmp_path,
-        None,
-        cmi=parts.cmi,
-    )
+    return Distillation(parts, iterations, tmp_path)
 
 
 def _steps(auto, *norm_pairs):
@@ -314,7 +303,7 @@ def test_auto_updates_the_set_as_the_fixed_weight_it_chose(method, tiny, mtt, tm
         cfg.cmi.weight = "auto" if weight == "auto" else 1
         parts = components(cfg)
         if weight != "auto":
-            parts.cmi.weight = weight
+            parts.cmi.fixed = weight
         losses = _loop(parts, tmp_path)._step(0)
         learned = [parts.synthetic.lr] if method == "mtt" else []
         return losses, [parts.synthetic.images.detach(), *learned]

@@ -37,7 +37,9 @@ def _student():
 
 
 def _evaluator():
-    return KDEvaluator({}, models=1, epochs=3, lr=0.01, weight_decay=0.01, temperature=4.0)
+    return KDEvaluator(
+        {"convnet": ConvNet}, models=1, epochs=3, lr=0.01, weight_decay=0.01, temperature=4.0
+    )
 
 
 def _train_in_process(rank: int, port: int, out: str) -> None:

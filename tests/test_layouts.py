@@ -119,10 +119,10 @@ def test_imagenet_splits_with_different_classes_are_one_line(app_error, tmp_path
 
 
 def test_data_over_the_memory_budget_is_refused_before_decoding(app_error, tmp_path, monkeypatch):
-    import cmidd.data
+    import cmidd.data.loaders
 
     root = imagenet_tree(tmp_path / "imagenet")
-    monkeypatch.setattr(cmidd.data, "_to_uint8", lambda *_: pytest.fail("decoded"))
+    monkeypatch.setattr(cmidd.data.loaders, "_to_uint8", lambda *_: pytest.fail("decoded"))
     code, last = app_error(
         "dataset=imagenet",
         f"dataset.loader.root={root}",

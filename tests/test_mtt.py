@@ -104,7 +104,7 @@ def test_the_student_must_be_the_experts_net_and_the_buffer_long_enough(mtt):
     trajectories = pretrained.get("expert", cfg, real, "cpu")
     wider = instantiate(cfg.method.algorithm, net={**cfg.expert.net, "width": 16})
     with pytest.raises(UserError, match="expert.net"):
-        wider(real=real, seed=0, device="cpu", expert=trajectories)
+        wider(real=real, seed=0, device="cpu").provide(expert=trajectories)
     with pytest.raises(UserError, match=r"max_start_epoch=4 .*needs experts trained for 5 epochs"):
         components(
             mtt(
@@ -180,7 +180,7 @@ def test_paper_presets_compose_with_the_mtt_table(data, ipc, expected):
 
 def test_cpu_preset_scales_experts_and_student_together():
     cfg = compose_config(["experiment=cpu_cifar10", "method=mtt"])
-    assert cfg.cmi.weight == 0.1  # the preset's, from its sweep (BENCHMARKS.md section 8)
+    assert cfg.cmi.weight == 0.1  # the preset's, from its sweep (BENCHMARKS.md, "MTT with CMI")
     assert cfg.method.algorithm.net.width == cfg.expert.net.width == 32
     assert (
         cfg.method.algorithm.max_start_epoch - 1 + cfg.method.algorithm.expert_epochs

@@ -3,7 +3,6 @@ cases, and each on its base methods through the real config."""
 
 import pytest
 import torch
-from hydra.utils import instantiate
 from torch import nn
 
 from cmidd.components import components
@@ -218,21 +217,9 @@ def test_seqmatch_freezes_earlier_subsets_and_keeps_them_in_the_student_batches(
     method.trajectories.segment, method._batches = segment, batches
 
     from cmidd.distill import Distillation
-    from cmidd.loggers import NullLogger
 
     start = parts.synthetic.images.detach().clone()
-    run = Distillation(
-        parts.synthetic,
-        parts.method,
-        parts.optimizer,
-        4,
-        instantiate(cfg.eval),
-        parts.real,
-        cfg.seed,
-        tmp_path,
-        NullLogger(),
-        cmi=parts.cmi,
-    )
+    run = Distillation(parts, 4, tmp_path)
     run._step(0)
     run._step(1)
     middle = parts.synthetic.images.detach().clone()

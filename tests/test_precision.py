@@ -109,7 +109,7 @@ def test_compiled_evaluation_nets_train_the_same_weights(tiny):
 
 
 def test_the_gpu_options_take_the_sequential_path_on_cuda_under_auto():
-    evaluator = Evaluator({}, 5, 1, 0.01, 0.9, 5e-4, 16)
+    evaluator = Evaluator({"convnet": ConvNet}, 5, 1, 0.01, 0.9, 5e-4, 16)
     cuda = torch.device("cuda")
     assert evaluator.vectorized(cuda)
     for option in ({"compile": "eager"}, {"channels_last": True}, {"precision": "bf16"}):

@@ -53,6 +53,25 @@ def test_a_crash_then_resume_equals_an_uninterrupted_run(tiny, tmp_path, monkeyp
     assert [p["iteration"] for p in results["accuracy_curve"]] == [0, 3, 6, 8]
 
 
+def test_a_checkpoint_of_the_earlier_layout_resumes_to_the_same_set(tiny, tmp_path, monkeypatch):
+    distill(tiny(*RESUMABLE, "cmi.weight=auto"), tmp_path / "whole")
+    restore = crash_at_iteration_five(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        distill(tiny(*RESUMABLE, "cmi.weight=auto"), tmp_path / "resumed")
+    restore()
+    # As written before the CMI term kept its own state and the method option its factor.
+    path = tmp_path / "resumed" / "checkpoint.pt"
+    state = torch.load(path, weights_only=True)
+    term = state.pop("cmi")
+    state |= {"proxy_generator": term["generator"], "cmi_weight": term["auto"]}
+    method = state["config"]["method"]  # the one dict state["results"]["config"] holds too
+    del method["factor"]
+    method["needs"] = []
+    torch.save(state, path)
+    distill(tiny(*RESUMABLE, "cmi.weight=auto"), tmp_path / "resumed")
+    assert torch.equal(final_images(tmp_path / "whole"), final_images(tmp_path / "resumed"))
+
+
 def test_a_checkpoint_from_other_settings_is_refused_naming_the_keys(tiny, tmp_path):
     distill(tiny(*RESUMABLE), tmp_path)
     with pytest.raises(UserError, match=r"seed=0 \(now 1\).*"):

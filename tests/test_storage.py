@@ -9,8 +9,8 @@ import torch
 from conftest import BASE, CIFAR_ARCHIVE, TINY, compose_config
 from test_layouts import SMALL, tinyimagenet_tree
 
-from cmidd.storage import DiskImages, channel_stats
-from cmidd.stream import Reader, StreamImages
+from cmidd.data.storage import DiskImages, channel_stats
+from cmidd.data.stream import Reader, StreamImages
 
 STORAGES = ("memory", "disk", "stream")
 

@@ -1,8 +1,27 @@
-"""The interface every base distillation method implements.
+"""The interface every base distillation method implements, and how a method option is built.
 
-A method is built from config (``method.algorithm``, a partial) with the runtime values
-``real`` (RealData), ``seed`` and ``device``. The distillation loop owns the synthetic set, its
-optimizer and the CMI term; a method only says what its distillation loss is:
+A method option (``conf/method/<name>.yaml``) names its class in ``algorithm`` (a partial, built
+with the runtime values ``real``, ``seed`` and ``device``) and states how its synthetic set
+starts and is optimized: ``init``, ``factor``, ``optimizer``, ``synthetic_lr`` and ``schedule``
+(``conf/base/method.yaml`` gives the defaults). ``build_method`` reads that node; outside
+``cmidd/methods/`` only the checks that span groups do (``cmidd/validate.py``: the option's
+name, MTT's student net). What a method *is* is declared once, on its class:
+
+- ``iterates``: False for a selection of real images (the coreset baselines), which is made by
+  ``initial_set`` alone;
+- ``takes_cmi``: False where the CMI term has nothing to act on (a selection);
+- ``needs``: the pre-trained kinds it uses (``cmidd.pretrained``: ``proxy``, ``expert``,
+  ``teacher``), handed to ``provide`` once every component's settings are checked;
+- ``learns_lr``: it distills a training learning rate with the images (MTT), which needs
+  ``method.synthetic_lr``;
+- ``soft_labels``: it stores soft labels with its set (SRe2L), which only ``eval=kd`` uses;
+- where the CMI term enters, as each method's reference code has it: ``cmi_every_step`` (added
+  to every yielded loss: DC/DSA before each of the ``outer_loop`` image updates, IDC at each
+  matching step; else only to the first loss of an iteration) and ``new_proxy_every_step`` (a
+  proxy drawn for every step that adds CMI, IDC; else one per iteration).
+
+The distillation loop owns the synthetic set, its optimizer and the CMI term; a method only says
+what its distillation loss is:
 
     for loss in method.losses(synthetic, iteration):
         # the loop adds weight * CMI where the method's CMI schedule says, then
@@ -12,49 +31,116 @@ optimizer and the CMI term; a method only says what its distillation loss is:
 ``losses`` yields one loss per synthetic-set update of the iteration: DM, IDM and MTT yield one;
 DC/DSA yield one per outer step and IDC one per matching step, training their network between
 yields, after the loop has applied the update (so the code after a ``yield`` sees the updated
-images).
-
-Where the CMI term enters (Eq. 11), as each method's reference code has it:
-
-- ``cmi_every_step``: added to every yielded loss (DC/DSA: before each of the ``outer_loop``
-  image updates; IDC: each matching step), else only to the first loss of an iteration;
-- ``new_proxy_every_step``: a proxy is drawn for every step that adds CMI (IDC), else one proxy
-  is drawn per iteration and used for all its steps (DC/DSA).
-
-``state_dict``/``load_state_dict`` hold whatever the method needs to continue bit-identically
-after a checkpoint (its random generators, networks it keeps across iterations...).
+images). ``state_dict``/``load_state_dict`` hold whatever the method needs to continue
+bit-identically after a checkpoint (its random generators, networks it keeps across iterations).
 """
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
 
+from ..errors import UserError, check_choice, check_number
 from ..plugins.base import Plugin
 from ..runtime import build_seeded, generator
 from ..synthetic import SyntheticSet
 
 
-class Method(ABC):
-    """Base of every method; the class attributes are the defaults (see the module docstring)."""
+def method_class(node: DictConfig) -> type:
+    """The class of a method option (``method``), to read its declarations before building it."""
+    return get_class(node.algorithm._target_)
 
+
+def build_method(node: DictConfig, real, ipc: int, seed: int, device):
+    """The method of option ``node`` for a set of ``ipc`` images per class of ``real``."""
+    init = check_choice("method.init", node.init, ("real", "noise"))
+    factor = check_number("method.factor", node.factor, 1, integer=True)
+    _check_ipc(real, ipc, factor**2 if init == "real" else 1)  # before any table lookup by IPC
+    method = instantiate(node.algorithm)(real=real, seed=seed, device=device)
+    learned = node.synthetic_lr
+    method.set_recipe(
+        init,
+        factor,
+        optimizer=instantiate(node.optimizer),
+        synthetic_lr=None if learned is None else OmegaConf.to_container(learned, resolve=True),
+        schedule=instantiate(node.schedule),
+    )
+    return method
+
+
+def _check_ipc(real, ipc: int, per_image: int) -> None:
+    """A set started from real images needs ``ipc`` distinct ones per class (``per_image``
+    each: factor^2 for a multi-formulation set)."""
+    smallest = min(len(images) for images in real.train)
+    if ipc * per_image > smallest:
+        needs = f" ({per_image} real images per stored image)" if per_image > 1 else ""
+        raise UserError(
+            f"ipc={ipc} is invalid: the smallest class of dataset={real.name} has "
+            f"{smallest} training images{needs}"
+        )
+
+
+class Method(ABC):
+    """Base of every method; the class attributes are the declarations (module docstring)."""
+
+    iterates = True
+    takes_cmi = True
+    needs = ()
+    learns_lr = False
+    soft_labels = False
     cmi_every_step = False
     new_proxy_every_step = False
-    iterates = True  # False: the set is made by initial_set alone (the coreset baselines)
-    plugin = Plugin()  # plugin=none; a technique attaches itself (cmidd.plugins)
+    plugin = Plugin()  # plugin=none; ``use`` installs a technique (cmidd.plugins)
+    init, factor, synthetic_lr = "real", 1, None
 
-    def initial_set(
-        self, real, ipc: int, generator, init: str = "real", factor: int = 1, lr: float = None
-    ):
+    def set_recipe(self, init: str, factor: int, optimizer, synthetic_lr, schedule) -> None:
+        """How the synthetic set starts (``init``: real images or noise; ``factor``^2 images
+        per stored one) and is optimized (``optimizer`` and ``schedule``: partials of
+        torch.optim; ``synthetic_lr``: {init, lr} of a learnable training lr)."""
+        if self.learns_lr and synthetic_lr is None:
+            raise UserError(
+                f"method.synthetic_lr=null is invalid: {type(self).__name__} learns the "
+                "training lr, which needs method.synthetic_lr.init and method.synthetic_lr.lr"
+            )
+        if self.learns_lr:
+            check_number("method.synthetic_lr.lr", synthetic_lr["lr"], 0)
+        if self.iterates and optimizer is None:
+            raise UserError("method.optimizer=null is invalid: the method optimizes its set")
+        self.init, self.factor = init, factor
+        self.synthetic_lr = synthetic_lr if self.learns_lr else None
+        self._optimizer, self._schedule = optimizer, schedule
+
+    def use(self, plugin: Plugin) -> None:
+        """Run with a plug-in technique; it reaches the method only through its hooks."""
+        self.plugin = plugin
+
+    def provide(self, **pretrained) -> None:  # noqa: B027 -- most methods need nothing
+        """The pre-trained objects of ``needs``, by kind, before the set is made."""
+
+    def initial_set(self, real, ipc: int, generator) -> SyntheticSet:
         """The synthetic set the iterations start from: ``ipc`` images per class from distinct
-        random real images (``factor``^2 of them tiled per stored image) or noise; the coreset
-        baselines select real images instead; a plug-in technique may choose the real images."""
+        random real images (``factor``^2 of them tiled per stored image) or noise; a plug-in
+        technique may choose the real images."""
 
         def pick(c: int, n: int) -> torch.Tensor:
-            chosen = self.plugin.initial_images(self, c, n)
+            chosen = self.plugin.initial_images(c, real, n)
             return real.sample(c, n, generator) if chosen is None else chosen
 
-        return SyntheticSet.from_real(real, ipc, generator, init, factor, lr, pick)
+        lr = None if self.synthetic_lr is None else self.synthetic_lr["init"]
+        return SyntheticSet.from_real(real, ipc, generator, self.init, self.factor, lr, pick)
+
+    def optimizer(self, synthetic: SyntheticSet):
+        """The optimizer of the set's images (and of its learnable lr, at its own step)."""
+        groups = [{"params": [synthetic.images]}]
+        if synthetic.lr is not None:
+            groups.append({"params": [synthetic.lr], "lr": self.synthetic_lr["lr"]})
+        return self._optimizer(groups)
+
+    def scheduler(self, optimizer):
+        """The optimizer's lr schedule, stepped every iteration (SRe2L), or None."""
+        return None if self._schedule is None else self._schedule(optimizer)
 
     @abstractmethod
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
@@ -81,6 +167,10 @@ class ClassMatching(Method):
         self.sampler = generator(seed, f"{prefix}/real")
         self.aug_gen = generator(seed, f"{prefix}/augment")
 
+    def use(self, plugin: Plugin) -> None:
+        super().use(plugin)
+        self.batch_real = plugin.batch_real or self.batch_real  # the technique's own, if any
+
     def state_dict(self) -> dict:
         return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
 
@@ -106,7 +196,7 @@ class ClassMatching(Method):
         images are random unless the plug-in chooses them (by the matching ``net``)."""
         images, labels = synthetic.decoded()
         for c in range(self.real.num_classes):
-            real = self.plugin.real_batch(self, c, net)
+            real = self.plugin.real_batch(c, self.real, net, self.batch_real)
             if real is None:
                 real = self.real.sample(c, self.batch_real, self.sampler)
             syn = images[labels == c]

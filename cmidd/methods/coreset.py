@@ -12,7 +12,7 @@ no CMI term.
   forgotten images per class are kept (never learned ones count as forgotten most often).
 
 Herding and k-center work in the feature space of a network trained on the real data: the
-penultimate features of the first proxy of the run's pool (``needs: [proxy]``).
+penultimate features of the first proxy of the run's pool (``needs``).
 """
 
 import logging
@@ -64,16 +64,17 @@ def forgetting_events(correct: torch.Tensor) -> torch.Tensor:
     return torch.where(never, torch.full_like(events, correct.shape[0]), events)
 
 
-class Coreset(Method):
-    """A selection of real images; ``select(real, ipc, generator)`` returns, per class, the
-    indices into ``real.train[c]`` to keep."""
+class Selection(Method):
+    """A selection of real images: no iterations, no optimizer, no CMI term. ``select(real,
+    ipc, generator)`` returns, per class, the indices into ``real.train[c]`` to keep."""
 
     iterates = False
+    takes_cmi = False
 
     def __init__(self, real, seed: int, device):
         self.real, self.seed, self.device = real, seed, device
 
-    def initial_set(self, real, ipc: int, generator, *unused):
+    def initial_set(self, real, ipc: int, generator):
         """The selected real images (init, factor and lr do not apply to a selection)."""
         chosen = self.select(real, ipc, generator)
         images = torch.cat(
@@ -83,6 +84,9 @@ class Coreset(Method):
         synthetic = SyntheticSet(images, labels.to(images.device), real.mean, real.std)
         synthetic.whitening = real.whitening
         return synthetic
+
+    def optimizer(self, synthetic):
+        return None
 
     def losses(self, synthetic, iteration: int):
         return iter(())  # nothing to optimize
@@ -94,28 +98,29 @@ class Coreset(Method):
         pass
 
 
-class Random(Coreset):
+class Random(Selection):
     def select(self, real, ipc: int, gen) -> list:
         return [torch.randperm(len(x), generator=gen)[:ipc] for x in real.train]
 
 
-class _FeatureCoreset(Coreset):
+class _FeatureSelection(Selection):
     """Selection in the feature space of the pool's first proxy."""
 
-    def __init__(self, real, seed: int, device, proxy):
-        super().__init__(real, seed, device)
+    needs = ("proxy",)
+
+    def provide(self, proxy) -> None:
         self.net = proxy.first
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return infer(self.net, images, "embed").float()
 
 
-class Herding(_FeatureCoreset):
+class Herding(_FeatureSelection):
     def select(self, real, ipc: int, gen) -> list:
         return [herding(self.features(x), ipc).cpu() for x in real.train]
 
 
-class KCenter(_FeatureCoreset):
+class KCenter(_FeatureSelection):
     def select(self, real, ipc: int, gen) -> list:
         firsts = [int(torch.randint(len(x), (1,), generator=gen)) for x in real.train]
         return [
@@ -124,7 +129,7 @@ class KCenter(_FeatureCoreset):
         ]
 
 
-class Forgetting(Coreset):
+class Forgetting(Selection):
     """Trains ``net`` on the real data (SGD with the given recipe, no augmentation), recording
     each image's correctness every epoch."""
 

@@ -19,13 +19,16 @@ import torch
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from ..errors import UserError
+from ..errors import UserError, check_number
 from ..runtime import build_seeded, generator
 from ..synthetic import decode
 from .base import Method
 
 
 class MTT(Method):
+    needs = ("expert",)
+    learns_lr = True
+
     def __init__(
         self,
         net,
@@ -33,14 +36,18 @@ class MTT(Method):
         real,
         seed: int,
         device,
-        expert,
         syn_steps: int,
         expert_epochs: int,
         max_start_epoch: int,
         batch_syn: int = None,
     ):
-        """``expert``: the experts' trajectories (the pre-trained kind this method needs)."""
-        trajectories = expert
+        for key, value in (
+            ("syn_steps", syn_steps),
+            ("expert_epochs", expert_epochs),
+            ("max_start_epoch", max_start_epoch),
+            ("batch_syn", 1 if batch_syn is None else batch_syn),
+        ):
+            check_number(f"method.algorithm.{key}", value, 1, integer=True)
         c, h, _ = real.shape
         # Only the architecture is used: the parameters come from the experts, then the unroll.
         self.student = (
@@ -53,23 +60,28 @@ class MTT(Method):
         self.names = [name for name, _ in self.student.named_parameters()]
         self.shapes = [p.shape for p in self.student.parameters()]
         self.buffers = dict(self.student.named_buffers())
-        size = sum(p.numel() for p in self.student.parameters())
-        if size != trajectories.parameters:
-            raise UserError(
-                f"the experts have {trajectories.parameters} parameters, the student "
-                f"net {size}: method.algorithm.net must be the experts' (expert.net)"
-            )
-        if max_start_epoch - 1 + expert_epochs > trajectories.epochs:
-            raise UserError(
-                f"method.algorithm.max_start_epoch={max_start_epoch} with expert_epochs="
-                f"{expert_epochs} needs experts trained for {max_start_epoch - 1 + expert_epochs} "
-                f"epochs; they have {trajectories.epochs} (raise expert.recipe.epochs)"
-            )
-        self.trajectories, self.augment, self.device = trajectories, augment, device
+        self.augment, self.device = augment, device
         self.syn_steps, self.expert_epochs = syn_steps, expert_epochs
         self.max_start_epoch, self.batch_syn = max_start_epoch, batch_syn
         self.sampler = generator(seed, "mtt/experts")
         self.aug_gen = generator(seed, "mtt/augment")
+
+    def provide(self, expert) -> None:
+        """``expert``: the experts' trajectories (``cmidd.pretrained.experts``)."""
+        size = sum(p.numel() for p in self.student.parameters())
+        if size != expert.parameters:
+            raise UserError(
+                f"the experts have {expert.parameters} parameters, the student "
+                f"net {size}: method.algorithm.net must be the experts' (expert.net)"
+            )
+        needed = self.max_start_epoch - 1 + self.expert_epochs
+        if needed > expert.epochs:
+            raise UserError(
+                f"method.algorithm.max_start_epoch={self.max_start_epoch} with expert_epochs="
+                f"{self.expert_epochs} needs experts trained for {needed} epochs; they have "
+                f"{expert.epochs} (raise expert.recipe.epochs)"
+            )
+        self.trajectories = expert
 
     def _forward(self, flat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         pieces = flat.split([shape.numel() for shape in self.shapes])
@@ -86,8 +98,6 @@ class MTT(Method):
             yield from torch.randperm(n, generator=self.sampler).to(self.device).split(size)
 
     def losses(self, synthetic, iteration: int):
-        if synthetic.lr is None:
-            raise UserError("method=mtt needs a learnable learning rate: set method.synthetic_lr")
         expert = torch.randint(len(self.trajectories), (1,), generator=self.sampler).item()
         low, high = self.plugin.start_epochs(iteration) or (0, self.max_start_epoch)
         start = low + torch.randint(high - low, (1,), generator=self.sampler).item()

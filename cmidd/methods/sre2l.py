@@ -66,14 +66,16 @@ def bn_statistics_loss(net: nn.Module, images: torch.Tensor, first_multiplier: f
 
 
 class SRe2L(Method):
-    """The recover stage; ``teacher`` is the squeeze stage's network (``needs: [teacher]``)."""
+    """The recover stage, against the squeeze stage's network (``provide(teacher=...)``)."""
+
+    needs = ("teacher",)
+    soft_labels = True
 
     def __init__(
         self,
         real,
         seed: int,
         device,
-        teacher: nn.Module,
         batch_size: int,
         r_bn: float,
         first_bn_multiplier: float,
@@ -85,12 +87,15 @@ class SRe2L(Method):
     ):
         """``relabel``: the relabel stage's settings (``cmidd.relabel.relabel``'s epochs,
         batch_size, crop_scale, cutmix), run by ``finish``."""
-        self.real, self.teacher, self.batch_size = real, teacher, batch_size
+        self.real, self.batch_size = real, batch_size
         self.r_bn, self.first_bn_multiplier = r_bn, first_bn_multiplier
         self.jitter, self.flip = tuple(jitter), flip
         self.crop_scale = tuple(crop_scale) if crop else None
         self.relabel = dict(relabel or {})
         self.seed, self.gen = seed, generator(seed, "sre2l/jitter")
+
+    def provide(self, teacher: nn.Module) -> None:
+        self.teacher = teacher
 
     def state_dict(self) -> dict:
         return {"jitter": self.gen.get_state()}

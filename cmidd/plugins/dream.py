@@ -21,7 +21,9 @@ clusterings of 5,000 images each).
 import torch
 
 from ..batching import infer
-from ..runtime import generator
+from ..errors import check_number
+from ..pretrained.proxies import net_args
+from ..runtime import build_seeded, generator
 from .base import Plugin
 
 
@@ -66,38 +68,40 @@ def representatives(features: torch.Tensor, n: int, gen: torch.Generator) -> tor
 
 
 class DREAM(Plugin):
+    """``net``: the matching net's architecture (the method's), for the untrained network that
+    picks the initial images."""
+
     name = "dream"
 
-    def __init__(self, interval: int, seed: int, init: bool = True, batch_real: int = None):
-        if interval < 1:
-            raise ValueError(f"plugin.technique.interval={interval} is invalid: it must be >= 1")
+    def __init__(self, interval: int, seed: int, net, init: bool = True, batch_real: int = None):
+        check_number("plugin.technique.interval", interval, 1, integer=True)
+        if batch_real is not None:
+            check_number("plugin.technique.batch_real", batch_real, 1, integer=True)
         self.interval, self.init, self.batch_real = interval, init, batch_real
+        self.make_net, self.seed, self.init_net = net, seed, None
         self.generator = generator(seed, "dream/kmeans")
         self.steps, self.chosen = {}, {}  # per class: matching steps this iteration, indices
-
-    def attach(self, method) -> None:
-        if self.batch_real:  # DREAM's real batch, for matching and (IDC) network training alike
-            method.batch_real = self.batch_real
-        super().attach(method)
 
     def begin(self, iteration: int) -> None:
         self.steps = {}
 
-    def real_batch(self, method, c: int, net):
-        images = method.real.train[c]
+    def real_batch(self, c: int, real, net, n: int):
+        images = real.train[c]
         step = self.steps.get(c, 0)
         self.steps[c] = step + 1
         if step % self.interval == 0:
-            features = embed_all(net, images)
-            self.chosen[c] = representatives(features, method.batch_real, self.generator)
+            self.chosen[c] = representatives(embed_all(net, images), n, self.generator)
         return images[self.chosen[c].to(images.device)]
 
-    def initial_images(self, method, c: int, n: int):
+    def initial_images(self, c: int, real, n: int):
         if not self.init:
             return None
-        net = method.fresh_network("dream/init").eval()
-        images = method.real.train[c]
-        return images[representatives(embed_all(net, images), n, self.generator).to(images.device)]
+        if self.init_net is None:  # untrained: it depends on (seed, name) alone
+            net = build_seeded(self.make_net, self.seed, "dream/init", **net_args(real))
+            self.init_net = net.to(real.test_images.device).eval()
+        images = real.train[c]
+        chosen = representatives(embed_all(self.init_net, images), n, self.generator)
+        return images[chosen.to(images.device)]
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -25,6 +25,7 @@ in the reference code, so it is not here either.
 import torch
 from torch import nn
 
+from ..errors import check_number
 from ..runtime import generator
 from .base import Plugin
 
@@ -54,11 +55,18 @@ def centralization(features: torch.Tensor) -> torch.Tensor:
 
 class IID(Plugin):
     name = "iid"
+    needs = ("proxy",)
     per_class = True
 
-    def __init__(self, centralization: float, covariance: float, seed: int, proxy=None):
-        self.centralization, self.covariance = float(centralization), float(covariance)
-        self.pool, self.generator, self.proxy = proxy, generator(seed, "iid/proxy"), None
+    def __init__(self, centralization: float, covariance: float, seed: int):
+        self.centralization = float(
+            check_number("plugin.technique.centralization", centralization, 0)
+        )
+        self.covariance = float(check_number("plugin.technique.covariance", covariance, 0))
+        self.pool, self.generator, self.proxy = None, generator(seed, "iid/proxy"), None
+
+    def provide(self, proxy) -> None:
+        self.pool = proxy
 
     def begin(self, iteration: int) -> None:
         if self.centralization > 0:

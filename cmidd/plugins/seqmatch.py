@@ -27,38 +27,45 @@ from .base import Plugin, Stage, class_rows
 
 
 class SeqMatch(Plugin):
+    """``max_start_epoch`` and ``expert_epochs`` are MTT's, ``trained_epochs`` the experts'
+    (``expert.recipe.epochs``): the stages' start epochs must lie on the trajectories."""
+
     name = "seqmatch"
 
     def __init__(
-        self, subsets: int, iterations: int, ipc: int, seed: int, starts=None, batch_syn=None
+        self,
+        subsets: int,
+        iterations: int,
+        ipc: int,
+        seed: int,
+        max_start_epoch: int,
+        expert_epochs: int,
+        trained_epochs: int,
+        starts=None,
+        batch_syn=None,
     ):
         if not 1 <= subsets <= ipc:
             raise UserError(
                 f"plugin.technique.subsets={subsets} is invalid: it must be in [1, ipc={ipc}]"
             )
         self.subsets, self.iterations = int(subsets), max(int(iterations), 1)
-        self.starts, self.batch_syn = starts, batch_syn
-
-    def attach(self, method) -> None:
-        if self.starts is None:
-            top = method.max_start_epoch
-            cuts = [k * top // self.subsets for k in range(self.subsets + 1)]
-            self.starts = [[cuts[k], max(cuts[k + 1], cuts[k] + 1)] for k in range(self.subsets)]
-        self.starts = [[int(lo), int(hi)] for lo, hi in self.starts]
-        epochs = method.trajectories.epochs
+        self.batch_syn = batch_syn
+        if starts is None:  # equal parts of MTT's [0, max_start_epoch)
+            cuts = [k * max_start_epoch // self.subsets for k in range(self.subsets + 1)]
+            starts = [[cuts[k], max(cuts[k + 1], cuts[k] + 1)] for k in range(self.subsets)]
+        self.starts = [[int(lo), int(hi)] for lo, hi in starts]
         for k, (lo, hi) in enumerate(self.starts):
-            if not 0 <= lo < hi or hi - 1 + method.expert_epochs > epochs:
+            if not 0 <= lo < hi or hi - 1 + expert_epochs > trained_epochs:
                 raise UserError(
                     f"plugin.technique.starts[{k}]=[{lo}, {hi}) is invalid: start epochs must be "
-                    f"a non-empty range in [0, {epochs - method.expert_epochs + 1}) for experts "
-                    f"of {epochs} epochs and expert_epochs={method.expert_epochs}"
+                    f"a non-empty range in [0, {trained_epochs - expert_epochs + 1}) for experts "
+                    f"of {trained_epochs} epochs and expert_epochs={expert_epochs}"
                 )
         if len(self.starts) != self.subsets:
             raise UserError(
                 f"plugin.technique.starts has {len(self.starts)} ranges for "
                 f"plugin.technique.subsets={self.subsets}"
             )
-        super().attach(method)
 
     def index(self, iteration: int) -> int:
         return min(iteration * self.subsets // self.iterations, self.subsets - 1)

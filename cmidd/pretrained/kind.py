@@ -11,6 +11,7 @@ from pathlib import Path
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..errors import check_number
 from ..overrides import key, used
 from .store import Store, store_dir
 
@@ -53,12 +54,8 @@ class Kind:
         the cache key among them), with this kind's task."""
         overrides = used()  # a resumed run's included
         if overrides is None:  # composed outside a Hydra app (tests, notebooks)
-            overrides = [
-                f"dataset={cfg.dataset.name}",
-                f"{self.group}={cfg[self.group].name}",
-                f"method={cfg.method.name}",
-                f"ipc={cfg.ipc}",
-            ]
+            groups = ("dataset", self.group, "method")
+            overrides = [f"{group}={cfg[group].name}" for group in groups] + [f"ipc={cfg.ipc}"]
         kept = [
             o
             for o in overrides
@@ -77,9 +74,16 @@ class Kind:
             self.rebuild_command(cfg),
         )
 
+    def check(self, node: DictConfig) -> None:
+        """The group's size and training recipe, before anything is trained or loaded."""
+        check_number(self.size_key(), node[self.size], 1, integer=True)
+        for name in ("epochs", "batch_size"):
+            check_number(f"{self.group}.recipe.{name}", node.recipe[name], 1, integer=True)
+
     def build(self, cfg: DictConfig, real, device, store: Store = None) -> list:
         """Train the items missing from the store; returns every item's metadata."""
         node = cfg[self.group]
+        self.check(node)
         store = store or self.store(cfg, real)
         train_set = functools.cache(real.train_tensors)  # made once, only if an item trains
         log.info("%s: %d %s in %s", self.what, node[self.size], node.name, store.directory)
@@ -91,6 +95,7 @@ class Kind:
         """The run's object, loaded once; built first when missing if the group's
         ``build_if_missing`` (else a missing store names the command that builds it)."""
         node = cfg[self.group]
+        self.check(node)
         store = self.store(cfg, real)
         if node.build_if_missing:
             self.build(cfg, real, device, store)  # checksums each item once, for the load too

@@ -100,16 +100,21 @@ def proxy_arch(runs: list) -> str:
     )
 
 
-CORESETS = ("random", "herding", "kcenter", "forgetting")
-BASES = ("dm", "dc", "dsa", "idc", "idm", "mtt")
-LABELS = {"kcenter": "K-Center"}  # the paper's spelling where capitalizing the option is not it
+# The paper's row order and spelling; any other method follows, in name order, in capitals.
+PAPER_ORDER = ("random", "herding", "kcenter", "forgetting", "dm", "dc", "dsa", "idc", "idm", "mtt")
+LABELS = {
+    "random": "Random",
+    "herding": "Herding",
+    "kcenter": "K-Center",
+    "forgetting": "Forgetting",
+}
 ARCHS = ("convnet", "alexnet", "vgg11", "resnet18")
 
 
 def _methods(runs: list) -> list:
-    """The methods of the runs in the paper's order: coresets, then base methods, then others."""
+    """The methods of the runs in the paper's order, then the others."""
     names = {r.get("method.name") for r in runs if r.get("method.name")}
-    order = [*CORESETS, *BASES]
+    order = list(PAPER_ORDER)
     return sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
 
 
@@ -120,22 +125,20 @@ def _delta(base: dict, reg: dict) -> str:
 
 
 def _method_rows(runs: list, columns: list, select) -> list:
-    """Per method: its row without CMI, and for a base method the +CMI row and the Delta row;
-    ``select(group, column)`` summarizes the runs of one cell."""
+    """Per method: its row without CMI, and where it has runs with CMI (a method that takes no
+    CMI term has none: they were skipped), the +CMI row and the Delta row; ``select(group,
+    column)`` summarizes the runs of one cell."""
     rows = []
     for method in _methods(runs):
         mine = [r for r in runs if r.get("method.name") == method]
         base = [r for r in mine if not r.with_cmi]
         reg = [r for r in mine if r.with_cmi]
-        rows.append(
-            [LABELS.get(method, method.upper() if method in BASES else method.capitalize())]
-            + [cell(select(base, c)) if base else "missing" for c in columns]
-        )
-        if method in CORESETS and not reg:
+        label = LABELS.get(method, method.upper())
+        rows.append([label] + [cell(select(base, c)) if base else "missing" for c in columns])
+        if not reg:
             continue
         rows.append(
-            [f"{method.upper()} + CMI"]
-            + [cell(select(reg, c)) if reg else "missing" for c in columns]
+            [f"{label} + CMI"] + [cell(select(reg, c)) if reg else "missing" for c in columns]
         )
         rows.append(["Δ"] + [_delta(select(base, c), select(reg, c)) for c in columns])
     return rows

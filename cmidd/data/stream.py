@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from .storage import normalize, targets_of
+from .real import RealData, normalize
+from .storage import targets_of
 
 
 class _Requests(Sampler):
@@ -78,8 +79,6 @@ class StreamImages:
 
 def stream(name: str, train, test, mean, std, device, workers: int, classes):
     """``RealData`` whose images are read from ``train``'s and ``test``'s files on access."""
-    from .data import RealData
-
     shape = tuple(train[0][0].shape)
     labels = targets_of(train)
     order = np.argsort(labels, kind="stable")  # each class contiguous, in the split's order

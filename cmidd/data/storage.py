@@ -5,7 +5,7 @@
   ``.npy`` file per split, class-contiguous, with the class index and sha256 checksums in
   ``index.json``), memory-mapped and converted to normalized float on the device per batch.
   The conversion is the memory path's, element by element, so both give the same run.
-- ``stream``: the image files decoded per batch by DataLoader workers (``cmidd.stream``), for
+- ``stream``: the image files decoded per batch by DataLoader workers (``cmidd.data.stream``), for
   data too large even for the uint8 cache.
 - ``auto``: memory when the float32 tensors fit ``dataset.memory_budget_gb``, else disk when the
   uint8 cache fits ``dataset.disk_budget_gb`` and the free space, else stream.
@@ -28,17 +28,10 @@ import torch
 from filelock import FileLock, Timeout
 from torch.utils.data import DataLoader, Subset
 
-from .errors import UserError
+from ..errors import UserError
+from .real import RealData, normalize
 
 log = logging.getLogger(__name__)
-
-
-def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
-    """Pixels in [0, 1] to normalized images: the one conversion of both storages, so that they
-    give the same numbers."""
-    view = (1, -1, 1, 1)
-    mean = torch.tensor(mean, device=images.device).view(view)
-    return (images - mean) / torch.tensor(std, device=images.device).view(view)
 
 
 class DiskImages:
@@ -195,8 +188,6 @@ class Storage:
     def open(self, name: str, mean, std, device):
         """The decoded cache as memory-mapped ``RealData`` (checksums verified first); mean and
         std default to the training set's (in float64, so equal to memory's up to rounding)."""
-        from .data import RealData
-
         index = json.loads((self.folder / "index.json").read_text())
         started = time.perf_counter()
         for file, digest in index["sha256"].items():

@@ -7,7 +7,7 @@
 
 Each layout problem (a missing file, an empty class folder, class sets that differ between the
 splits) is a one-line ``UserError`` naming the path. Images are resized by the loader's
-``transform`` (config) and held as ``dataset.storage`` says (``cmidd.storage``). Classes are
+``transform`` (config) and held as ``dataset.storage`` says (``cmidd.data.storage``). Classes are
 numbered in sorted wnid order, torchvision's convention.
 """
 
@@ -17,8 +17,8 @@ from torch.utils.data import Dataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 
-from .data import load_torchvision
-from .errors import UserError
+from ..errors import UserError
+from .loaders import load_torchvision
 
 
 def _require(path: Path, what: str) -> Path:

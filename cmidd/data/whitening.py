@@ -10,8 +10,8 @@ loaded rather than stored.
 import torch
 from kornia.enhance import ZCAWhitening
 
-from .data import RealData, denormalize
-from .errors import UserError
+from ..errors import UserError
+from .real import RealData, denormalize
 
 
 def _pixels(images: torch.Tensor, real: RealData) -> torch.Tensor:
