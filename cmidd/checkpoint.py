@@ -7,17 +7,18 @@ containers only, so that it loads with ``torch.load(weights_only=True)`` (a chec
 directory is a file like any other, and a pickle could run code). It is written to a temporary
 file and renamed, so a kill during the write leaves the previous checkpoint intact. SIGTERM and
 SIGUSR1 (what SLURM and submitit send before preemption) ask for a checkpoint at the end of the
-current iteration, after which the run stops with ``Preempted``.
+current iteration, after which the run stops with ``Preempted``; so does SIGINT (Ctrl-C), and a
+second one stops at once.
 """
 
 import logging
-import os
 import signal
 from pathlib import Path
 
 import torch
 
 from .errors import UserError, describe
+from .files import digest, non_finite, save
 from .neutral import HOW
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ NEUTRAL = HOW + (
     "download",
     "study",
     "plugin.unsupported",  # skip or error: decides whether a run happens, not what it computes
+    "task",  # the distillation's checkpoint, whether the task around it compares it or not
 )
 # Keys that extend a run rather than change it: a resumed run may go on for longer (its
 # evaluation schedule may follow, e.g. eval.every derived from iterations).
@@ -58,26 +60,33 @@ WHY = {
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after writing a checkpoint; run the same command to resume."""
+    """The run stopped on a signal after writing a checkpoint; run the same command to resume.
+    ``interrupted``: the signal was Ctrl-C (SIGINT), not a scheduler's."""
+
+    def __init__(self, message: str, interrupted: bool = False):
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
-def _flatten(config: dict, prefix: str = "") -> dict:
+def flatten(config: dict, prefix: str = "") -> dict:
+    """A nested config as {dotted key: value}."""
     flat = {}
     for key, value in config.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat
 
 
-def differing_keys(saved: dict, current: dict) -> list:
+def differing_keys(saved: dict, current: dict, unused: tuple = ()) -> list:
     """The keys whose values differ between two resolved configs, ignoring neutral and
-    extendable ones."""
+    extendable ones and those under ``unused`` (groups the run does not read, such as the
+    teacher of a method that has none)."""
     if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
-    a, b = _flatten(saved), _flatten(current)
+    a, b = flatten(saved), flatten(current)
     copies = {
         key + k[len(source) :]: v
         for key, source in COPIED.items()
@@ -92,7 +101,7 @@ def differing_keys(saved: dict, current: dict) -> list:
         k
         for k in a.keys() | b.keys()
         if a.get(k) != b.get(k)
-        and not k.startswith(NEUTRAL)
+        and not k.startswith((*NEUTRAL, *unused))
         and k not in EXTENDABLE
         and (auto or not k.startswith("cmi.auto."))
     )
@@ -101,15 +110,18 @@ def differing_keys(saved: dict, current: dict) -> list:
 class Checkpointer:
     def __init__(self, path: Path, every: int):
         self.path, self.every, self.requested = Path(path), every, False
+        self.immediate = False  # past the iterations: Ctrl-C stops at once
 
     def install_signal_handlers(self) -> None:
         def request(signum, frame):
-            log.warning("signal %d: checkpointing at the end of this iteration", signum)
-            self.requested = True
+            if signum == signal.SIGINT and (self.requested or self.immediate):
+                raise KeyboardInterrupt  # a second Ctrl-C, or one after the iterations
+            again = " (Ctrl-C again to stop now)" if signum == signal.SIGINT else ""
+            log.warning("signal %d: checkpointing at the end of this iteration%s", signum, again)
+            self.requested = signum
 
-        self.previous = {
-            signum: signal.signal(signum, request) for signum in (signal.SIGTERM, signal.SIGUSR1)
-        }
+        signals = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+        self.previous = {signum: signal.signal(signum, request) for signum in signals}
 
     def restore_signal_handlers(self) -> None:
         """Put back the handlers from before the run: the jobs of a local multirun share one
@@ -122,12 +134,29 @@ class Checkpointer:
         return self.requested or (self.every > 0 and iteration % self.every == 0)
 
     def save(self, state: dict) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)
+        """``state`` with its checksum, written whole or not at all."""
+        save({**state, "sha256": digest(state)}, self.path)
 
-    def load(self, config: dict):
-        """The checkpoint's state, or None if there is none; refuses one from another config."""
+    def _verify(self, state: dict) -> None:
+        """The checksum saved with the state (none before checksums) and finite values."""
+        expected = state.pop("sha256", None)
+        if expected is None:
+            log.warning("checkpoint %s has no checksum (an older cmidd wrote it)", self.path)
+        elif digest(state) != expected:
+            raise UserError(
+                f"checkpoint {self.path} is damaged: its contents do not match the checksum "
+                "saved with them; delete it to start over"
+            )
+        where = non_finite(state)
+        if where:
+            raise UserError(
+                f"checkpoint {self.path} holds NaN or infinite values ({where}): a run cannot "
+                "continue from it; delete it to start over"
+            )
+
+    def load(self, config: dict, unused: tuple = ()):
+        """The checkpoint's state, or None if there is none; refuses one from another config
+        (``unused``: key prefixes of groups the run does not read)."""
         if not self.path.exists():
             return None
         try:
@@ -137,10 +166,11 @@ class Checkpointer:
             raise UserError(
                 f"checkpoint {self.path} cannot be read: {describe(error)}; delete it to start over"
             ) from None
-        differing = differing_keys(saved, config)
+        self._verify(state)
+        differing = differing_keys(saved, config, unused)
         if differing:
             shown = ", ".join(
-                f"{k}={_flatten(saved).get(k)!r} (now {_flatten(config).get(k)!r})"
+                f"{k}={flatten(saved).get(k)!r} (now {flatten(config).get(k)!r})"
                 for k in differing[:5]
             )
             why = "".join(f" ({WHY[k]})" for k in differing if k in WHY)

@@ -16,6 +16,7 @@ computed in log space (log-softmax, logsumexp for the centroid), so the value st
 when softmax outputs underflow to zero.
 """
 
+import logging
 import math
 
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from .cmi_weight import AutoWeight
+from .config import missing_entry
 from .errors import UserError, check_choice, check_number
 
 
@@ -67,6 +69,7 @@ def per_class_cmi(embed, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 SPACES = {"feature": "embed", "probability": "forward"}
+log = logging.getLogger(__name__)
 
 
 class CMITerm:
@@ -74,7 +77,8 @@ class CMITerm:
     seeded ``generator``; every run has one (``cmi=none``: weight 0).
 
     ``weight`` is a number >= 0, or ``"auto"``: then an ``AutoWeight`` built from ``auto``
-    (cmidd/cmi_weight.py) sets it from the run's gradients (``weigh``). The loop adds
+    (cmidd/cmi_weight.py) sets it from the run's gradients (``weigh``); so it does when the
+    method's table has no weight for the run (``fallback`` says why). The loop adds
     ``weight * CMI`` at the steps ``due`` says (every ``every``-th iteration) and never calls the
     term when it is not ``active``. ``pretrained`` says which pool the run gives it (``use``):
     the proxies pre-trained on the real data, or untrained ones. ``draw`` picks one proxy
@@ -97,6 +101,11 @@ class CMITerm:
     ):
         self.method = SPACES[check_choice("cmi.space", space, tuple(SPACES))]
         self.every = check_number("cmi.every", every, 1, integer=True)
+        # Without an entry in the method's table, the weight is auto's (said once, and recorded).
+        self.fallback = missing_entry(weight, hint=False)
+        if self.fallback:
+            log.warning("cmi.weight: %s, so cmi.weight=auto sets it", self.fallback)
+            weight = "auto"
         if isinstance(weight, str) and weight != "auto":
             raise UserError(f"cmi.weight={weight} is invalid: it must be a number >= 0 or auto")
         self.auto = AutoWeight(**auto) if weight == "auto" else None

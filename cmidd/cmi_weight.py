@@ -27,8 +27,9 @@ MODES = ("freeze", "track")
 
 
 def weighted(weight) -> bool:
-    """Whether a ``cmi.weight`` value adds the term: ``auto`` or a positive number."""
-    return weight == "auto" or float(weight) > 0
+    """Whether a ``cmi.weight`` value adds the term: ``auto`` (a missing table entry too) or a
+    positive number."""
+    return isinstance(weight, str) or float(weight) > 0
 
 
 class AutoWeight:

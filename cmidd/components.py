@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from . import batching, pretrained
+from .config import check_entries
 from .data import RealData, Storage, whiten
 from .errors import UserError
 from .methods.base import Method, build_method
@@ -50,10 +51,12 @@ class Parts:
     scheduler: object = None
 
 
-def built(make):
-    """A component, ``make()``, with a failed table lookup of its config or its own check of
-    its keys reported in one line."""
+def built(make, node: DictConfig = None, key: str = None):
+    """A component, ``make()``, once its config ``node`` (key ``key``) has no key left without
+    a table entry; a failed lookup or the component's own check of its keys is one line."""
     try:
+        if node is not None:
+            check_entries(node, key)
         return make()
     except InterpolationResolutionError as error:
         reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(error))
@@ -148,11 +151,14 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     device = resolve_device(cfg.device)
     batching.from_config(cfg)
     seed_everything(cfg.seed)
-    evaluator = built(lambda: instantiate(cfg.eval))
+    # Every component but the method checks its keys before the data are loaded.
+    evaluator = built(lambda: instantiate(cfg.eval), cfg.eval, "eval")
+    plugin = built(lambda: instantiate(cfg.plugin.technique)(seed=cfg.seed), cfg.plugin, "plugin")
+    term = built(lambda: instantiate(cfg.cmi)(generator=generator(cfg.seed, "proxy")))
+    if term.fallback:  # the config records what ran, not the missing entry
+        cfg.cmi.weight = "auto"
     real = load_real(cfg, device) if real is None else real
     method = built(lambda: build_method(cfg.method, real, cfg.ipc, cfg.seed, device))
-    plugin = built(lambda: instantiate(cfg.plugin.technique)(seed=cfg.seed))
-    term = built(lambda: instantiate(cfg.cmi)(generator=generator(cfg.seed, "proxy")))
     _warn_inert(term, method, evaluator, cfg.ipc)
     method.use(plugin)
     # The expensive part, now that every setting is checked: each kind once, in a fixed order.

@@ -5,13 +5,47 @@ from pathlib import Path
 
 from omegaconf import Container, OmegaConf
 
+from .errors import UserError
+
+# The value of a table lookup without an entry: the reason, readable where the config is printed
+# (``--cfg job --resolve`` never fails on a lookup); the run refuses it where the key is used,
+# naming the key (``missing_entry``), except ``cmi.weight``, which falls back to ``auto``.
+NO_ENTRY, HINT = "??? ", ": set "
+
+
+def missing_entry(value, hint: bool = True):
+    """Why a looked-up ``value`` has no entry in its table (and, with ``hint``, which key to
+    set instead), or None if it has one."""
+    if not (isinstance(value, str) and value.startswith(NO_ENTRY)):
+        return None
+    reason = value[len(NO_ENTRY) :]
+    return reason if hint else reason.split(HINT)[0]
+
+
+def check_entries(node, prefix: str) -> None:
+    """Every key under ``node`` (config key ``prefix``) has a value: a one-line error naming the
+    first one whose table has no entry."""
+
+    def walk(value, key):
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, f"{key}.{name}")
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                walk(item, f"{key}[{index}]")
+        elif missing_entry(value):
+            raise UserError(f"{key} has no value: {missing_entry(value)}")
+
+    walk(OmegaConf.to_container(node, resolve=True, throw_on_missing=False), prefix)
+
 
 def paper_table(path: str, *keys, _root_, _node_):
     """``${paper_table:method.cmi_weights,${proxy.name},${dataset.benchmark},${ipc}}``: the entry
-    of a hyper-parameter table in the config; a missing entry is an error, never a default."""
+    of a hyper-parameter table in the config; a missing entry is ``NO_ENTRY`` and the reason,
+    never a default."""
     node = OmegaConf.select(_root_, path)
     if node is None:
-        raise ValueError(f"no table {path} in the config")
+        return f"{NO_ENTRY}no table {path} in the config"
     for depth, key in enumerate(keys):
         candidates = [key, str(key)] + ([int(key)] if str(key).isdigit() else [])
         found = next((k for k in candidates if k in node), None)
@@ -23,8 +57,8 @@ def paper_table(path: str, *keys, _root_, _node_):
                 else f" (nothing under [{', '.join(str(k) for k in keys[: depth + 1])}])"
             )
             key = _node_._get_full_key(None)
-            raise ValueError(
-                f"{path} has no entry for [{wanted}]{missing}: set {key}=... on "
+            return (
+                f"{NO_ENTRY}{path} has no entry for [{wanted}]{missing}{HINT}{key}=... on "
                 "the command line, or add the entry to the table"
             )
         node = node[found]
@@ -66,6 +100,8 @@ def register() -> None:
         # compute them (e.g. IDC's 2 * epochs // 3)
         "floor_frac": lambda n, num, den: int(n) * int(num) // int(den),
         "project_root": lambda: str(Path(__file__).resolve().parents[1]),
+        # ${if_null:${resume},<then>,<otherwise>}: a value that depends on whether a key is set
+        "if_null": lambda value, then, otherwise: then if value is None else otherwise,
     }
     for name, fn in resolvers.items():
         if not OmegaConf.has_resolver(name):

@@ -10,10 +10,9 @@ weight 0 the proxy never runs; with ``cmi.weight=auto`` the weight comes from th
 at each such step (cmidd/cmi_weight.py).
 """
 
-import json
 import logging
 import math
-import os
+import signal
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 from .checkpoint import Preempted
 from .errors import NonFiniteError, UserError, describe
+from .files import write_json
 from .loggers import NullLogger
 from .progress import Progress
 from .runtime import global_rng_state, set_global_rng_state
@@ -34,13 +34,6 @@ def _finite(value: float, iteration: int, term: str, rates: str) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"iteration {iteration + 1}: {term} is {value} (lower {rates})")
     return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write: a reader (or a crash) never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 class Distillation:
@@ -70,10 +63,13 @@ class Distillation:
         self.unsaved = None  # why synthetic.pt could not be written, if it could not
         self.results = {
             "accuracy": {},
-            "accuracy_curve": [],
+            "accuracy_curve": [],  # {"iteration", <arch>: accuracy} at each evaluation
+            "cmi_curve": [],  # {"iteration", "cmi"}: the set's CMI there (None without a pool)
             # {"iteration", "distill", "cmi", "total"; "weight" with cmi.weight=auto}
             "loss_curve": [],  # after the first iteration and every loss_every
-            "cmi": {"start": None, "end": None},  # and "weight" (the one used) at the end
+            # and "weight" (the one used) at the end; "weight_fallback": why auto set it, if it did
+            "cmi": {"start": None, "end": None}
+            | ({"weight_fallback": self.cmi.fallback} if self.cmi.fallback else {}),
             "iterations": iterations,
             "seconds_per_iteration": None,
             "status": "running",
@@ -140,8 +136,9 @@ class Distillation:
             **soft,
         )
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
-        curve = self.results["accuracy_curve"]
-        curve[:] = [p for p in curve if p["iteration"] != iteration] + [point]  # an extended run
+        self._add_point("accuracy_curve", point)
+        cmi = self.cmi.measure(*self.synthetic.decoded())
+        self._add_point("cmi_curve", {"iteration": iteration, "cmi": cmi})
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
         self.synthetic.save_grid(self.out_dir / "synthetic.png")
         self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
@@ -151,7 +148,23 @@ class Distillation:
             ", ".join(f"{a} {r['mean']:.4f} ± {r['std']:.4f}" for a, r in accuracy.items()),
         )
         write_json(self.out_dir / "results.json", self.results)
+        self._draw_curve()
         return accuracy
+
+    def _draw_curve(self) -> None:
+        """``curve.png``; a picture that cannot be drawn never stops the run."""
+        from .report.plots import run_curve  # matplotlib's backend is chosen on first use
+
+        try:
+            run_curve(self.results, self.out_dir / "curve.png")
+        except (OSError, ValueError) as error:
+            log.warning("curve.png could not be drawn: %s", error)
+
+    def _add_point(self, curve: str, point: dict) -> None:
+        """A point of a curve of results.json, replacing one at its iteration (a run extended
+        after its last evaluation)."""
+        points = self.results.setdefault(curve, [])
+        points[:] = [p for p in points if p["iteration"] != point["iteration"]] + [point]
 
     def _cmi_set(self, stage) -> tuple:
         """The images CMI is computed on: the (decoded) set, or the part a plug-in's stage uses."""
@@ -226,12 +239,12 @@ class Distillation:
             return
         self.checkpointer.save(self.state_dict())
         if self.checkpointer.requested and not final:
-            done = self.done
-            self.results["status"] = f"preempted after {done} iterations"
+            interrupted = self.checkpointer.requested == signal.SIGINT
+            how = "interrupted" if interrupted else "preempted"
+            self.results["status"] = f"{how} after {self.done} iterations"
             write_json(self.out_dir / "results.json", self.results)
             raise Preempted(
-                f"stopped on a signal after {done} iterations; the checkpoint is "
-                "saved: run the same command to resume"
+                f"stopped after {self.done} iterations; the checkpoint is saved", interrupted
             )
 
     def _record_losses(self, losses: dict) -> None:
@@ -290,6 +303,8 @@ class Distillation:
             self._record_losses(losses)
             self._log_progress(progress, losses, eval_times)
             self._checkpoint()
+        if self.checkpointer is not None:  # the last checkpoint is written: Ctrl-C stops now
+            self.checkpointer.immediate = True
         self.results["seconds_per_iteration"] = self.seconds / max(self.iterations, 1)
         self.method.finish(self.synthetic)
         self.results["cmi"]["end"] = self.cmi.measure(*self.synthetic.decoded())
@@ -303,22 +318,30 @@ class Distillation:
 
     def save_set(self) -> None:
         """``synthetic.pt`` and ``synthetic.png`` of the set as it is now."""
-        path = self.out_dir / "synthetic.pt"
+        meta = {"iteration": self.done, "seed": self.seed, "dataset": self.real.meta}
         try:
-            self.synthetic.save(path, iteration=self.done, seed=self.seed, dataset=self.real.meta)
+            self.synthetic.save(self.out_dir / "synthetic.pt", **meta)
             self.synthetic.save_grid(self.out_dir / "synthetic.png")
-        except OSError as error:
-            self.unsaved = f"{path} could not be written: {describe(error)}"
+        except OSError as error:  # the grid; the set's own write is a UserError already
+            self.unsaved = f"{self.out_dir / 'synthetic.png'} could not be written: {error}"
             raise UserError(self.unsaved) from error
+        except UserError as error:
+            self.unsaved = str(error)
+            raise
 
     def fail(self, error: BaseException) -> None:
         """After ``run`` stopped on ``error``: keep what was computed (the set, which is the last
-        finite one, and results.json saying why the run stopped)."""
-        if not isinstance(error, Preempted):
+        finite one, and results.json saying why the run stopped), as far as the disk lets."""
+        if isinstance(error, KeyboardInterrupt):
+            self.results["status"] = f"interrupted after {self.done} iterations"
+        elif not isinstance(error, Preempted):
             self.results["status"] = f"failed: {describe(error)}"
         if self.unsaved is None:
             try:
                 self.save_set()
             except UserError:
                 self.results["status"] += f"; {self.unsaved}"
-        write_json(self.out_dir / "results.json", self.results)
+        try:
+            write_json(self.out_dir / "results.json", self.results)
+        except UserError as unwritten:
+            log.error("%s", unwritten)

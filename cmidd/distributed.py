@@ -37,7 +37,8 @@ def setup(device_name: str) -> torch.device:
 
 
 def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    """This process's rank: the process group's, or torchrun's before the group exists."""
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def size() -> int:

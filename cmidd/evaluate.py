@@ -44,6 +44,14 @@ def check_schedule(models: int, epochs: int, every: int) -> None:
     check_number("eval.every", every, 0, integer=True)
 
 
+def check_training(lr: float, weight_decay: float, batch_size: int = 1) -> None:
+    """The networks' optimizer settings (checked before the distillation, not at its end)."""
+    if check_number("eval.lr", lr, 0) == 0:
+        raise UserError("eval.lr=0 is invalid: it must be a positive number")
+    check_number("eval.weight_decay", weight_decay, 0)
+    check_number("eval.batch_size", batch_size, 1, integer=True)
+
+
 def summarize(runs: list) -> dict:
     """The mean and (population) std of the test accuracies of one architecture's networks."""
     std = statistics.pstdev(runs) if len(runs) > 1 else 0.0
@@ -84,6 +92,10 @@ class Evaluator:
         vectorize="auto",
     ):
         check_schedule(models, epochs, every)
+        check_training(lr, weight_decay, batch_size)
+        check_number("eval.momentum", momentum, 0)
+        check_number("eval.lr_gamma", lr_gamma, 0)
+        check_number("eval.cutmix", cutmix, 0)
         check_choice("eval.vectorize", vectorize, VECTORIZE)
         self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.hyper = dict(

@@ -16,8 +16,8 @@ import torch
 from torch.nn import functional as F
 
 from . import distributed
-from .errors import UserError
-from .evaluate import architectures, check_schedule, summarize
+from .errors import UserError, check_number
+from .evaluate import architectures, check_schedule, check_training, summarize
 from .progress import Progress
 from .runtime import build_seeded
 from .train import accuracy
@@ -72,6 +72,9 @@ class KDEvaluator:
         every: int = 0,
     ):
         check_schedule(models, epochs, every)
+        check_training(lr, weight_decay)
+        if check_number("eval.temperature", temperature, 0) == 0:
+            raise UserError("eval.temperature=0 is invalid: it must be a positive number")
         self.nets, self.models, self.epochs = architectures(nets), models, epochs
         self.lr, self.weight_decay, self.temperature, self.every = (
             lr,

@@ -2,14 +2,14 @@
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import denormalize
+from . import files
+from .data.real import denormalize
 from .errors import NonFiniteError, UserError, describe
 
 log = logging.getLogger(__name__)
@@ -189,16 +189,23 @@ class SyntheticSet(nn.Module):
             raise NonFiniteError(f"the synthetic set is NaN or infinite: {path} was not written")
         state = {**self.state(), **meta}
         state["sha256"] = checksum(state)
-        tmp = Path(path).with_name(f".{Path(path).name}.{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        files.save(state, path)
+
+    def grid(self, images: torch.Tensor = None) -> torch.Tensor:
+        """The set (or ``images`` laid out as it) as one picture [C, H, W]: a row per class,
+        de-normalized; images under 32 pixels wide are enlarged, pixel by pixel, to be seen."""
+        from torchvision.utils import make_grid  # torchvision takes seconds to import
+
+        images = (self.denormalized() if images is None else images).cpu()
+        if images.shape[-1] < 32:
+            images = F.interpolate(images, scale_factor=-(-32 // images.shape[-1]), mode="nearest")
+        ipc = int((self.labels == self.labels[0]).sum())
+        return make_grid(images, nrow=ipc, padding=1, pad_value=1.0)
 
     def save_grid(self, path: Path) -> None:
-        """One row per class, de-normalized."""
-        from torchvision.utils import save_image  # torchvision takes seconds to import
+        from torchvision.utils import save_image
 
-        ipc = int((self.labels == self.labels[0]).sum())
-        save_image(self.denormalized().cpu(), path, nrow=ipc, padding=1)
+        save_image(self.grid(), path)
 
     @classmethod
     def load(cls, path, device="cpu"):

@@ -10,10 +10,12 @@ from omegaconf.errors import InterpolationResolutionError
 
 from . import batching, distributed, overrides, pretrained
 from .checkpoint import Checkpointer
-from .components import components, load_real
-from .distill import Distillation, write_json
+from .components import built, components, load_real
+from .distill import Distillation
 from .errors import UserError
+from .files import write_json
 from .loggers import chosen, run_labels
+from .overrides import pasteable
 from .runtime import resolve_device
 from .synthetic import SyntheticSet, check_fits
 from .validate import check_data_source, check_device, combination
@@ -36,7 +38,8 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
     checkpointer = Checkpointer(out_dir / "checkpoint.pt", cfg.checkpoint.every)
-    state = checkpointer.load(config)
+    unused = tuple(f"{kind}." for kind in ("expert", "teacher") if kind not in parts.method.needs)
+    state = checkpointer.load(config, unused)
     overrides.record(out_dir)  # after the checkpoint accepted them: resume= reads them back
     logger = instantiate(cfg.logger)(
         config=config,
@@ -66,6 +69,9 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())
+    if overrides.used() is not None:  # under the launcher
+        again = pasteable("synthetic", (out_dir / "synthetic.pt").resolve())
+        log.info("evaluate it again: %s", overrides.command("evaluate", overrides.used(), again))
     return results
 
 
@@ -118,7 +124,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
     if not cfg.get("synthetic"):
         raise UserError("task=evaluate needs synthetic=<path to synthetic.pt>")
     check_device(cfg.device)
-    evaluator = instantiate(cfg.eval)
+    evaluator = built(lambda: instantiate(cfg.eval), cfg.eval, "eval")
     if distributed.launched() and not getattr(evaluator, "data_parallel", False):
         raise UserError(
             f"eval={cfg.eval._target_.rsplit('.', 1)[-1]} runs in one process; under torchrun "
@@ -154,6 +160,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
         write_json(out_dir / "results.json", results)
     for arch, r in accuracy.items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
+    log.info("results in %s", out_dir.resolve())
     return results
 
 

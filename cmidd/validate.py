@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
+from .config import missing_entry
 from .errors import UserError, check_choice, check_number
 from .methods.base import method_class
 
@@ -24,7 +25,12 @@ def _value(cfg: DictConfig, key: str, strict: bool = True):
     """The resolved value of ``key``. A lookup that fails (e.g. a hyper-parameter table without
     an entry for this IPC) is a ``UserError``, or ``UNRESOLVED`` when not ``strict``."""
     try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True)
+        value = OmegaConf.select(cfg, key, throw_on_missing=True)
+        if missing_entry(value) and not strict:
+            return UNRESOLVED
+        if missing_entry(value):
+            raise UserError(f"{key} cannot be resolved: {missing_entry(value)}")
+        return value
     except MissingMandatoryValue:
         raise UserError(
             f"{key}=??? is not set and has no default: add {key}=<value> to the command"

@@ -10,6 +10,7 @@
 - ``visualize.json``: the CMI of each set in each space, and the pixel difference.
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from . import batching
+from .checkpoint import flatten
 from .cmi import empirical_cmi
 from .components import load_real, proxy_pool
-from .distill import write_json
 from .errors import UserError
+from .files import write_json
+from .neutral import HOW
 from .runtime import resolve_device
 from .synthetic import SyntheticSet, check_fits
 from .validate import check_device
@@ -39,7 +42,7 @@ def _outputs(net, images: torch.Tensor, space: str) -> torch.Tensor:
     return getattr(net, SPACES[space])(images).float()
 
 
-def _tsne(points: torch.Tensor, seed: int):
+def tsne(points: torch.Tensor, seed: int):
     from sklearn.manifold import TSNE
 
     perplexity = float(min(30, max(2, len(points) // 4)))
@@ -55,7 +58,7 @@ def tsne_figure(names: list, sets: list, net, seed: int, path: Path) -> dict:
     for row, space in enumerate(SPACES):
         outputs = [_outputs(net, images, space) for images, _ in sets]
         space_outputs = outputs if space == "feature" else [o.softmax(1) for o in outputs]
-        embedded = _tsne(torch.cat(space_outputs), seed)
+        embedded = tsne(torch.cat(space_outputs), seed)
         start = 0
         for col, (name, (_, labels), out) in enumerate(zip(names, sets, outputs, strict=True)):
             xy, start = embedded[start : start + len(labels)], start + len(labels)
@@ -86,21 +89,18 @@ def tsne_figure(names: list, sets: list, net, seed: int, path: Path) -> dict:
 
 def grids_figure(names: list, synthetic: list, path: Path) -> dict:
     """Two sets' grids (one row per class) and their per-pixel absolute difference."""
-    from torchvision.utils import make_grid
-
     a, b = (s.denormalized().cpu() for s in synthetic)
     if a.shape != b.shape:
         raise UserError(
             f"sets={names}: the two sets differ in shape ({tuple(a.shape)} vs "
             f"{tuple(b.shape)}); the pixel difference needs equal sets"
         )
-    ipc = int((synthetic[0].labels == synthetic[0].labels[0]).sum())
     diff = (a - b).abs()
     peak = diff.max().clamp_min(1e-12)
     panels = [(names[0], a), (names[1], b), (f"|difference|, scaled by 1/{peak:.3g}", diff / peak)]
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.5))
     for ax, (title, images) in zip(axes, panels, strict=True):
-        grid = make_grid(images, nrow=ipc, padding=1).permute(1, 2, 0).squeeze(-1)
+        grid = synthetic[0].grid(images).permute(1, 2, 0).squeeze(-1)
         ax.imshow(grid.numpy(), cmap="gray" if grid.ndim == 2 else None)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
@@ -108,6 +108,27 @@ def grids_figure(names: list, synthetic: list, path: Path) -> dict:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return {"mean_abs": diff.mean().item(), "max_abs": diff.max().item()}
+
+
+def set_labels(paths: list) -> list:
+    """A label per set that tells it from the others: the settings in which the runs that made
+    them differ (from their results.json), else the shortest ends of their paths that differ."""
+    configs = [Path(p).parent / "results.json" for p in paths]
+    if len(paths) > 1 and all(c.is_file() for c in configs):
+        flat = [flatten(json.loads(c.read_text()).get("config", {})) for c in configs]
+        keys = sorted(
+            k
+            for k in set().union(*flat)
+            if len({repr(f.get(k)) for f in flat}) > 1 and not k.startswith(HOW)
+        )
+        if keys:
+            return [", ".join(f"{k}={f.get(k)}" for k in keys[:3]) for f in flat]
+    parts = [Path(p).with_suffix("").parts for p in paths]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        labels = ["/".join(p[-depth:]) for p in parts]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [str(p) for p in paths]
 
 
 def visualize(cfg: DictConfig, out_dir: Path, proxy_index: int = 0) -> dict:
@@ -130,7 +151,7 @@ def visualize(cfg: DictConfig, out_dir: Path, proxy_index: int = 0) -> dict:
             f"{len(pool)} proxies (proxy.pool_size)"
         )
     net = pool.nets[proxy_index]
-    names = [p.parent.name if p.name == "synthetic.pt" else p.stem for p in paths]
+    names = set_labels(paths)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = {
         "sets": [str(p) for p in paths],

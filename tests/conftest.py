@@ -11,8 +11,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 CIFAR_ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10-jpg.tar.gz"
 
-# A distillation that takes seconds on the CPU: narrow nets, few iterations, short evaluation.
+# A distillation that takes seconds on the CPU: narrow nets, few iterations, short evaluation
+# (the one run: the demo's main job, task=compare, would add the run without CMI).
 TINY = [
+    "task=distill",
     "logger=none",
     "device=cpu",
     "iterations=3",

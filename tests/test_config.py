@@ -1,14 +1,20 @@
 """The real config composes for every option, and the paper tables resolve or fail loudly."""
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONF, compose_config
+from conftest import CONF, ROOT, compose_config
 from hydra.errors import MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+
+from cmidd.config import check_entries, missing_entry
+from cmidd.errors import UserError
+from cmidd.tasks import distill
 
 GROUPS = ["task", "dataset", "method", "proxy", "cmi", "eval", "logger", "experiment", "augment"]
 TOP_LEVEL = {"task", "dataset", "method", "proxy", "cmi", "eval", "logger", "experiment"}
@@ -59,14 +65,46 @@ def test_paper_weight_table_resolves(dataset, ipc):
     assert cfg.cmi.weight == PAPER_DM[dataset, ipc]
 
 
-def test_missing_table_entry_is_an_error_naming_the_entry():
+def test_a_missing_table_entry_is_its_reason_never_a_default(tmp_path):
     cfg = compose_config(["dataset=cifar10", "ipc=20", "proxy=resnet18"])
-    with pytest.raises(InterpolationResolutionError, match=r"cifar10, 20\].*cmi.weight"):
-        _ = cfg.cmi.weight
+    assert re.search(r"cifar10, 20\].*cmi.weight", missing_entry(cfg.cmi.weight))
     # A ResNet-18 weight is never carried over to another proxy silently.
     cfg = compose_config(["dataset=cifar10", "ipc=10", "proxy=alexnet"])
-    with pytest.raises(InterpolationResolutionError, match="alexnet"):
-        _ = cfg.cmi.weight
+    assert "alexnet" in missing_entry(cfg.cmi.weight)
+    # Where a key is used, its missing entry is one line naming it (cmi.weight: auto, below).
+    with pytest.raises(UserError, match=r"method.optimizer.lr has no value: .*\[cifar10, 20\]"):
+        check_entries(compose_config(["method=idc", "dataset=cifar10", "ipc=20"]).method, "method")
+
+
+def test_a_missing_weight_is_set_by_auto_said_once_and_recorded(tiny, tmp_path, caplog):
+    results = distill(tiny("ipc=20", "proxy=resnet18"), tmp_path)
+    fallback = "method.cmi_weights has no entry for [resnet18, digits, 20]"
+    assert results["cmi"]["weight_fallback"] == fallback
+    assert results["cmi"]["weight"] > 0  # auto's choice
+    assert [r.message for r in caplog.records if fallback in r.message] == [
+        f"cmi.weight: {fallback}, so cmi.weight=auto sets it"
+    ]
+
+
+def test_cfg_job_resolve_prints_a_config_whose_lookups_fail(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "launch.py",
+            "dataset=tinyimagenet",
+            "method=idc",
+            "ipc=20",
+            "--cfg",
+            "job",
+            "--resolve",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    printed = OmegaConf.create(done.stdout)
+    assert "no entry for [tinyimagenet, 20]" in printed.method.optimizer.lr
 
 
 def test_explicit_weight_and_none_need_no_table():
@@ -110,11 +148,9 @@ def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterati
     assert cfg.method.algorithm.batch_real == 64 and cfg.eval.models == 3
 
 
-def test_cpu_cifar10_preset_without_a_weight_for_the_method_asks_for_one():
-    with pytest.raises(
-        InterpolationResolutionError, match=r"no entry for \[convnet, cifar10, 10\]"
-    ):
-        _ = compose_config(["experiment=cpu_cifar10", "method=dc"]).cmi.weight
+def test_cpu_cifar10_preset_without_a_weight_for_the_method_has_none():
+    weight = compose_config(["experiment=cpu_cifar10", "method=dc"]).cmi.weight
+    assert "no entry for [convnet, cifar10, 10]" in missing_entry(weight)
     cfg = compose_config(["experiment=cpu_cifar10", "method=dc", "cmi.weight=5"])
     assert OmegaConf.to_container(cfg, resolve=True)["cmi"]["weight"] == 5
 

@@ -92,9 +92,9 @@ def saved_set(tmp_path):
     from cmidd.tasks import distill, evaluate
 
     student = [
-        "net@eval.nets.resnet18=convnet",
-        "eval.nets.resnet18.width=8",
-        "eval.nets.resnet18.norm=none",
+        "net@eval.nets.convnet_bn=convnet",
+        "eval.nets.convnet_bn.width=8",
+        "eval.nets.convnet_bn.norm=none",
         "eval.epochs=3",
     ]
     cfg = compose_config([*SRE2L, *student, "cmi.weight=0"], cache_dir=tmp_path / "cache")
@@ -137,7 +137,7 @@ def test_under_torchrun_what_runs_in_one_process_is_one_line(tmp_path, monkeypat
         (["task=distill"], "task=distill runs in one process"),
         (["task=evaluate", "synthetic=x.pt", "eval=default"], "data-parallel with eval=kd only"),
     ]:
-        base = [o for o in SRE2L if "eval.nets" not in o]  # eval=default has no resnet18
+        base = [o for o in SRE2L if "eval.nets" not in o]  # eval=default has no convnet_bn
         cfg = compose_config([*base, *overrides], cache_dir=tmp_path / "cache")
         with pytest.raises(SystemExit) as stop:
             app.run(cfg, tmp_path / "stopped")

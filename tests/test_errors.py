@@ -19,7 +19,8 @@ CASES = {
         "dataset.loader.root=/no/such/dir"
     ),
     "dataset=cifar10 cmi.weight=1 data_root=/no/such/dir": "data_root=/no/such/dir",
-    "ipc=20 proxy=resnet18": "no entry for [resnet18, digits, 20]",
+    "method=idc ipc=20 cmi.weight=1": "method.optimizer.lr has no value: method.lr_img_by has "
+    "no entry for [digits, 20]",
     "ipc=500": "ipc=500",  # too large for the data: not reported as a missing weight entry
     "log_every=0": "log_every=0",
     "checkpoint.every=-1": "checkpoint.every=-1",

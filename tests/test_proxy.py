@@ -122,7 +122,7 @@ def test_two_processes_building_one_pool_train_each_proxy_once(cache, tmp_path):
 
     from conftest import ROOT, TINY
 
-    command = [sys.executable, "launch.py", "task=pretrain", *TINY, f"cache_dir={cache}"]
+    command = [sys.executable, "launch.py", *TINY, "task=pretrain", f"cache_dir={cache}"]
     jobs = [
         subprocess.Popen(
             [*command, f"hydra.run.dir={tmp_path / str(k)}"],

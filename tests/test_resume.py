@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -59,9 +60,11 @@ def test_a_checkpoint_of_the_earlier_layout_resumes_to_the_same_set(tiny, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*RESUMABLE, "cmi.weight=auto"), tmp_path / "resumed")
     restore()
-    # As written before the CMI term kept its own state and the method option its factor.
+    # As written before the CMI term kept its own state and the method option its factor, and
+    # before checkpoints carried a checksum.
     path = tmp_path / "resumed" / "checkpoint.pt"
     state = torch.load(path, weights_only=True)
+    state.pop("sha256")
     term = state.pop("cmi")
     state |= {"proxy_generator": term["generator"], "cmi_weight": term["auto"]}
     method = state["config"]["method"]  # the one dict state["results"]["config"] holds too
@@ -83,20 +86,20 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tiny, tmp_path, monkey
     saves = []
     real_save = torch.save
 
-    def save_then_die(obj, path, *args, **kwargs):
-        if str(path).endswith(".checkpoint.pt.tmp"):
-            saves.append(path)
+    def save_then_die(obj, file, *args, **kwargs):
+        if Path(file.name).name.startswith(".checkpoint.pt."):
+            saves.append(file.name)
             if len(saves) == 2:
-                with open(path, "wb") as half:
-                    half.write(b"\x80\x02 half a checkpoint")
+                file.write(b"\x80\x02 half a checkpoint")
                 raise KeyboardInterrupt  # killed in the middle of the second write
-        return real_save(obj, path, *args, **kwargs)
+        return real_save(obj, file, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny(*RESUMABLE), tmp_path)
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 2
+    assert not list(tmp_path.glob(".*.tmp"))  # the half-written file is gone
     distill(tiny(*RESUMABLE), tmp_path)  # resumes from iteration 2 and finishes
 
 
@@ -127,7 +130,7 @@ def launch(out_dir, cache, *extra):
 # Both take about a minute on 2 cores (three launcher processes each), and the in-process crash
 # tests above share their path: CI runs them (pytest -m slow).
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGTERM", "SIGINT"])
 def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
     whole = launch(tmp_path / "whole", cache)
     assert whole.wait(timeout=300) == 0, whole.console.read_text()[-2000:]
@@ -140,13 +143,20 @@ def test_a_killed_process_resumes_with_the_same_command(tmp_path, cache, how):
         time.sleep(0.05)
     job.send_signal(getattr(signal, how))
     code = job.wait(timeout=120)
-    assert code == (-9 if how == "SIGKILL" else 3), job.console.read_text()[-2000:]
+    expected = {"SIGKILL": -9, "SIGTERM": 3, "SIGINT": 130}[how]
+    assert code == expected, job.console.read_text()[-2000:]
     stopped_at = torch.load(run_dir / "checkpoint.pt", weights_only=True)["iteration"]
     assert 0 < stopped_at < 150
-    if how == "SIGTERM":  # one count everywhere: the message, results.json and the checkpoint
-        assert f"stopped on a signal after {stopped_at} iterations" in job.console.read_text()
+    if how != "SIGKILL":  # one count everywhere: the message, results.json and the checkpoint
+        how_stopped = "interrupted" if how == "SIGINT" else "preempted"
+        last = job.console.read_text().strip().splitlines()[-1]
+        assert last == (
+            f"{how_stopped}: stopped after {stopped_at} iterations; the checkpoint is saved: "
+            f"resume with python launch.py resume={run_dir.resolve()}"
+        ), job.console.read_text()[-2000:]
+        assert "Traceback" not in job.console.read_text()
         status = json.loads((run_dir / "results.json").read_text())["status"]
-        assert status == f"preempted after {stopped_at} iterations"
+        assert status == f"{how_stopped} after {stopped_at} iterations"
 
     again = launch(run_dir, cache)  # the same command, the same run directory
     assert again.wait(timeout=300) == 0, again.console.read_text()[-2000:]

@@ -16,6 +16,7 @@ from cmidd.relabel import relabel
 # SRe2L at tiny scale on digits: a ConvNet-8 teacher trained for 2 epochs on first use, 4
 # recovery iterations, 2 epochs of soft labels and one student.
 SRE2L = [
+    "task=distill",
     "logger=none",
     "device=cpu",
     "method=sre2l",
@@ -24,8 +25,7 @@ SRE2L = [
     "ipc=2",
     "eval.models=1",
     "eval.epochs=2",
-    "net@eval.nets.resnet18=convnet_bn",
-    "eval.nets.resnet18.width=8",
+    "eval.nets.convnet_bn.width=8",  # the demo's student (conf/experiment/demo/sre2l.yaml)
     "net@teacher.net=convnet_bn",
     "teacher.net.width=8",
     "teacher.recipe.epochs=2",

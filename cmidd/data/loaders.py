@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..errors import UserError
+from ..files import save
 from .real import RealData, from_tensors
 from .storage import Storage, targets_of
 from .stream import stream
@@ -153,9 +154,7 @@ def _decoded_once(root: Path) -> dict:
     }
     decoded = {split: _to_uint8(data) for split, data in splits.items()}
     decoded["classes"] = splits["train"].classes
-    staging = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-    torch.save(decoded, staging)
-    os.replace(staging, cache)
+    save(decoded, cache)
     return decoded
 
 

@@ -42,6 +42,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from ..config import check_entries
 from ..errors import UserError, check_choice, check_number
 from ..plugins.base import Plugin
 from ..runtime import build_seeded, generator
@@ -50,7 +51,14 @@ from ..synthetic import SyntheticSet
 
 def method_class(node: DictConfig) -> type:
     """The class of a method option (``method``), to read its declarations before building it."""
-    return get_class(node.algorithm._target_)
+    target = node.algorithm.get("_target_")
+    try:
+        return get_class(target)
+    except (ImportError, ValueError) as error:
+        reason = " ".join(str(error).split())  # Hydra's message spans lines
+        raise UserError(
+            f"method.algorithm._target_={target} cannot be imported: {reason}"
+        ) from None
 
 
 def build_method(node: DictConfig, real, ipc: int, seed: int, device):
@@ -58,6 +66,7 @@ def build_method(node: DictConfig, real, ipc: int, seed: int, device):
     init = check_choice("method.init", node.init, ("real", "noise"))
     factor = check_number("method.factor", node.factor, 1, integer=True)
     _check_ipc(real, ipc, factor**2 if init == "real" else 1)  # before any table lookup by IPC
+    check_entries(node, "method")
     method = instantiate(node.algorithm)(real=real, seed=seed, device=device)
     learned = node.synthetic_lr
     method.set_recipe(
@@ -80,6 +89,21 @@ def _check_ipc(real, ipc: int, per_image: int) -> None:
             f"ipc={ipc} is invalid: the smallest class of dataset={real.name} has "
             f"{smallest} training images{needs}"
         )
+
+
+def _check_optimizer(key: str, make) -> None:
+    """An optimizer's settings, by building it on a probe parameter (torch checks them)."""
+    lr = getattr(make, "keywords", {}).get("lr")
+    if lr is not None:
+        check_number(f"{key}.lr", lr, 0)
+    _check_built(key, lambda: make([torch.zeros(1, requires_grad=True)]))
+
+
+def _check_built(key: str, build) -> None:
+    try:
+        build()
+    except (ValueError, TypeError) as error:
+        raise UserError(f"{key} is invalid: {error}") from None
 
 
 class Method(ABC):
@@ -108,6 +132,11 @@ class Method(ABC):
             check_number("method.synthetic_lr.lr", synthetic_lr["lr"], 0)
         if self.iterates and optimizer is None:
             raise UserError("method.optimizer=null is invalid: the method optimizes its set")
+        if optimizer is not None:
+            _check_optimizer("method.optimizer", optimizer)
+        if schedule is not None and optimizer is not None:
+            probe = optimizer([torch.zeros(1, requires_grad=True)])
+            _check_built("method.schedule", lambda: schedule(probe))
         self.init, self.factor = init, factor
         self.synthetic_lr = synthetic_lr if self.learns_lr else None
         self._optimizer, self._schedule = optimizer, schedule

@@ -12,13 +12,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import check_number
-from ..overrides import key, used
+from ..overrides import command, used
 from .store import Store, store_dir
 
 log = logging.getLogger(__name__)
-# Overrides of a run that a cache-building command must not repeat: the task is another one, and
-# these only make sense for a distillation or an evaluation.
-DROPPED = ("task", "resume", "synthetic", "hydra")
 
 
 @dataclass(frozen=True)
@@ -59,11 +56,10 @@ class Kind:
         kept = [
             o
             for o in overrides
-            if key(o).split(".")[0] not in DROPPED
-            and not o.startswith((f"{self.group}.build_if_missing", self.size_key()))
+            if not o.startswith((f"{self.group}.build_if_missing", self.size_key()))
         ]
         size = OmegaConf.select(cfg, self.size_key())
-        return " ".join([f"python launch.py task={self.task}", *kept, f"{self.size_key()}={size}"])
+        return command(self.task, kept, f"{self.size_key()}={size}")
 
     def store(self, cfg: DictConfig, real) -> Store:
         return Store(

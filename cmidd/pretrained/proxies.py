@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..errors import check_number
 from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..train import accuracy, train_classifier
@@ -47,6 +48,7 @@ def net_args(real) -> dict:
 
 def random_pool(node: DictConfig, real, device) -> ProxyPool:
     """Untrained proxies with varying initializations (the paper's Table 7 without "PT")."""
+    check_number("proxy.pool_size", node.pool_size, 1, integer=True)
     return ProxyPool(
         [
             build_seeded(make_net(node), node.seed, f"proxy/{i}", **net_args(real)).to(device)

@@ -8,19 +8,20 @@ on, its checksum and what training measured. Item ``i`` depends only on (seed, i
 
 Safe for the jobs of a sweep sharing one cache: building holds a file lock (a second job waits,
 then finds the items built), and each file is written to a temporary name and renamed, the
-metadata last, so an item exists only once complete.
+metadata last, so an item exists only once complete. A complete store is only read: a shared,
+read-only cache serves every run.
 """
 
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import torch
 from filelock import FileLock, Timeout
 
 from ..errors import UserError, describe
+from ..files import save, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 class Store:
     """``what`` names the store in messages ("proxy pool"), ``size_key`` the config key of its
     size, ``rebuild`` the command that builds it."""
@@ -68,7 +63,10 @@ class Store:
 
     def build(self, size: int, real_meta: dict, make) -> list:
         """Make the items of ``range(size)`` that are missing or broken; ``make(i)`` returns
-        (what to save, extra metadata). Returns every item's metadata."""
+        (what to save, extra metadata). Returns every item's metadata. A complete store is only
+        read (no lock taken, nothing written), so a shared cache may be read-only."""
+        if self.directory.is_dir() and not any(self._problem(i, real_meta) for i in range(size)):
+            return [self._meta(i) for i in range(size)]
         self.directory.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(self.directory) + ".lock")
         try:
@@ -118,7 +116,7 @@ class Store:
             return f"from other data ({differing[0]}={meta.get(differing[0])})"
         if not data_path.is_file():
             return f"unusable ({data_path.name} is missing)"
-        if _sha256(data_path) != meta.get("sha256"):
+        if i not in self.verified and _sha256(data_path) != meta.get("sha256"):
             return "corrupt (checksum mismatch)"
         self.verified.add(i)
         return None
@@ -126,9 +124,9 @@ class Store:
     def _build_one(self, i: int, real_meta: dict, make) -> dict:
         meta_path, data_path = self.paths(i)
         payload, extra = make(i)
-        _atomic(data_path, lambda tmp: torch.save(payload, tmp))
+        save(payload, data_path)
         meta = {**real_meta, **extra, "index": i, "sha256": _sha256(data_path)}
-        _atomic(meta_path, lambda tmp: tmp.write_text(json.dumps(meta, indent=2)))
+        write_json(meta_path, meta)
         self.verified.add(i)
         return meta
 

@@ -1,5 +1,6 @@
 """PNG plots of a sweep: accuracy against the weight (Figure 2), accuracy against iteration
-(Figure 3) and the distillation loss against iteration (Figure 5)."""
+(Figure 3) and the distillation loss against iteration (Figure 5); and of a single run, its
+accuracy and its set's CMI against iteration (``curve.png``)."""
 
 import statistics
 from collections import defaultdict
@@ -11,6 +12,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from . import weight as weight_study  # noqa: E402
 from .runs import summarize  # noqa: E402
+
+
+def run_curve(results: dict, path) -> None:
+    """A run's accuracy per evaluated architecture and its set's CMI, against iteration."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    points = results["accuracy_curve"]
+    for arch in [k for k in (points[0] if points else {}) if k != "iteration"]:
+        left.plot(
+            [p["iteration"] for p in points], [100 * p[arch] for p in points], "o-", label=arch
+        )
+    left.set(xlabel="iteration", ylabel="test accuracy (%)", title="Accuracy of the set")
+    left.legend()
+    measured = [p for p in results.get("cmi_curve", []) if p["cmi"] is not None]
+    right.plot([p["iteration"] for p in measured], [p["cmi"] for p in measured], "o-")
+    right.set(xlabel="iteration", ylabel="CMI (nats)", title="The set's CMI (first proxy)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def weight_plot(runs: list, path) -> None:

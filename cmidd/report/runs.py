@@ -78,6 +78,16 @@ def _job_config(job: Path) -> dict:
         return OmegaConf.to_container(config, resolve=False)
 
 
+def _overrides(job: Path) -> list:
+    """A job's overrides; a compare run's base run (``<run>/base/``) is its run's without CMI."""
+    own, parent = job / ".hydra" / "overrides.yaml", job.parent / ".hydra" / "overrides.yaml"
+    if own.exists():
+        return yaml.safe_load(own.read_text()) or []
+    if job.name == "base" and parent.exists():
+        return [*(yaml.safe_load(parent.read_text()) or []), "cmi.weight=0"]
+    return []
+
+
 def read_sweep(root: Path) -> list:
     """Every job under ``root``: a directory with Hydra's ``.hydra/`` or a ``results.json``."""
     if not root.is_dir():
@@ -93,9 +103,7 @@ def read_sweep(root: Path) -> list:
         )
     runs = []
     for job in job_dirs:
-        overrides_file = job / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.exists() else []
-        key, seed = _job_key(overrides or [])
+        key, seed = _job_key(_overrides(job))
         run = Run(path=job, key=key, seed=seed)
         results_file = job / "results.json"
         if results_file.exists():
