@@ -40,10 +40,10 @@ EXTENDABLE = ("iterations", "eval.every")
 
 # How the config changed since checkpoints were first written, so that older ones still resume:
 # keys added, with the value such a run had (it ran in float32; every method but IDC's and IDM's
-# had factor 1); keys added as copies of others (a plug-in's view of its method's settings); and
-# keys removed, which never changed a result (what a method declares now lives on its class; a
-# selection's optimizer was never stepped).
-ADDED = {"precision": 32, "method.factor": 1}
+# had factor 1; no data were kept for validation); keys added as copies of others (a plug-in's
+# view of its method's settings); and keys removed, which never changed a result (what a method
+# declares now lives on its class; a selection's optimizer was never stepped).
+ADDED = {"precision": 32, "method.factor": 1, "dataset.val.per_class": 0, "dataset.val.seed": 0}
 COPIED = {
     "plugin.technique.max_start_epoch": "method.algorithm.max_start_epoch",
     "plugin.technique.expert_epochs": "method.algorithm.expert_epochs",

@@ -84,8 +84,9 @@ class CMITerm:
     the proxies pre-trained on the real data, or untrained ones. ``draw`` picks one proxy
     uniformly; ``__call__`` returns the unweighted, differentiable CMI under a drawn proxy (a
     fresh draw unless one is given: the loop reuses a draw for the steps of one iteration where
-    the method's reference does); ``measure`` is the detached CMI under the pool's first proxy,
-    the value the paper's Tables 10-11 report, or None without a pool.
+    the method's reference does); ``measure`` is the detached CMI of a set (the paper's Tables
+    10-11) under the first proxy of a measuring pool disjoint from the optimized one, or None
+    without one.
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class CMITerm:
         self.auto = AutoWeight(**auto) if weight == "auto" else None
         self.fixed = 0.0 if self.auto else float(check_number("cmi.weight", weight, 0))
         self.per_class, self.pretrained, self.name = per_class, pretrained, name
-        self.generator, self.pool = generator, None
+        self.generator, self.pool, self.measuring = generator, None, None
 
     @property
     def active(self) -> bool:
@@ -123,9 +124,11 @@ class CMITerm:
         """The weight in use (``auto``'s current value)."""
         return self.auto.value if self.auto else self.fixed
 
-    def use(self, pool) -> None:
-        """The proxy pool the term reads (None: CMI is not measured, and must not be added)."""
-        self.pool = pool
+    def use(self, pool, measuring=None) -> None:
+        """The proxy pool the term reads (None: it must not be added), and the pool that
+        ``measure`` reads: networks of the same recipe but other seeds, so that the set's CMI is
+        never graded by a proxy it was optimized against (None: not measured)."""
+        self.pool, self.measuring = pool, measuring
 
     def due(self, iteration: int, step: int, every_step: bool) -> bool:
         """Whether the term is added at ``step`` of ``iteration`` (steps after the first only
@@ -156,8 +159,11 @@ class CMITerm:
         return self._cmi(self.draw() if proxy is None else proxy, images, labels)
 
     @torch.no_grad()
-    def measure(self, images: torch.Tensor, labels: torch.Tensor):
-        return None if self.pool is None else self._cmi(self.pool.first, images, labels).item()
+    def measure(self, images: torch.Tensor, labels: torch.Tensor, in_pool: bool = False):
+        """The set's CMI under the measuring pool's first proxy (``in_pool``: the first proxy
+        of the pool the term optimizes against, the value earlier versions reported)."""
+        pool = self.pool if in_pool else self.measuring
+        return None if pool is None else self._cmi(pool.first, images, labels).item()
 
     def state_dict(self) -> dict:
         """The proxy draws' generator and ``auto``'s state (between iterations)."""

@@ -8,6 +8,7 @@ what a component is (whether it iterates, takes a CMI term, needs experts) it de
 class. Nothing here depends on which method or technique was chosen.
 """
 
+import copy
 import hashlib
 import json
 import logging
@@ -24,7 +25,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 from . import batching, pretrained
 from .config import check_entries
-from .data import RealData, Storage, whiten
+from .data import RealData, Storage, split_validation, whiten
 from .errors import UserError
 from .methods.base import Method, build_method
 from .plugins.base import Plugin
@@ -89,6 +90,7 @@ def load_real(cfg: DictConfig, device) -> RealData:
             f"dataset={cfg.dataset.name} could not be loaded: {cause} "
             f"(data_root={cfg.data_root}, download={cfg.download})"
         ) from error
+    real = split_validation(real, cfg.dataset.val.per_class, cfg.dataset.val.seed)
     check_zca(cfg)
     if cfg.zca.enabled:
         log.info("ZCA-whitening the data (eps %g)", cfg.zca.eps)
@@ -126,6 +128,24 @@ def _term_pool(cfg: DictConfig, term, loaded: dict, real, device):
         if term.active:
             raise
         log.warning("no proxy pool for this run: cmi.start and cmi.end are not measured")
+        return None
+
+
+def _measuring_pool(cfg: DictConfig, real, device):
+    """The pool that measures the set's CMI: ``proxy.measure.size`` proxies of the recipe the
+    term's pool has, from seed ``proxy.measure.seed``, so none was optimized against; None
+    (with a warning naming the command that builds it) when it is missing."""
+    measured = copy.deepcopy(cfg)
+    measured.proxy.seed, measured.proxy.pool_size = cfg.proxy.measure.seed, cfg.proxy.measure.size
+    if cfg.proxy.measure.seed == cfg.proxy.seed:
+        raise UserError(
+            f"proxy.measure.seed={cfg.proxy.measure.seed} is invalid: the measuring proxies must "
+            f"not be the pool's (proxy.seed={cfg.proxy.seed})"
+        )
+    try:
+        return proxy_pool(measured, real, device)
+    except pretrained.StoreError as missing:
+        log.warning("the set's CMI is not measured: %s", missing)
         return None
 
 
@@ -167,7 +187,7 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     loaded = {kind: pretrained.get(kind, cfg, real, device) for kind in kinds}
     method.provide(**{kind: loaded[kind] for kind in method.needs})
     plugin.provide(**{kind: loaded[kind] for kind in plugin.needs})
-    term.use(_term_pool(cfg, term, loaded, real, device))
+    term.use(_term_pool(cfg, term, loaded, real, device), _measuring_pool(cfg, real, device))
     synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
     optimizer = method.optimizer(synthetic)
     return Parts(

@@ -22,6 +22,7 @@ from .checkpoint import Preempted
 from .errors import NonFiniteError, UserError, describe
 from .files import write_json
 from .loggers import NullLogger
+from .manifest import peak_memory
 from .progress import Progress
 from .runtime import global_rng_state, set_global_rng_state
 from .synthetic import decode
@@ -52,6 +53,7 @@ class Distillation:
         config: dict = None,
         log_every: int = 50,
         loss_every: int = 10,
+        manifest: dict = None,
     ):
         self.synthetic, self.method, self.plugin = parts.synthetic, parts.method, parts.plugin
         self.optimizer, self.scheduler, self.cmi = parts.optimizer, parts.scheduler, parts.cmi
@@ -74,6 +76,7 @@ class Distillation:
             "seconds_per_iteration": None,
             "status": "running",
             "config": config or {},
+            "manifest": manifest or {},  # cmidd/manifest.py; time per stage and memory at the end
         }
 
     def state_dict(self) -> dict:
@@ -112,6 +115,7 @@ class Distillation:
             "status": "running",
             "iterations": self.iterations,
             "config": self.results["config"],
+            "manifest": self.results["manifest"],  # this session's
         }
         log.info("resumed from the checkpoint after %d iterations", self.done)
 
@@ -126,22 +130,25 @@ class Distillation:
         """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
         images, labels = self.synthetic.train_set()
         soft = {} if self.synthetic.relabel is None else {"soft_labels": self.synthetic.relabel}
-        accuracy = self.evaluator(
-            images,
-            labels,
-            self.real,
-            self.seed,
-            stream=f"eval/{iteration}",
-            lr=self.synthetic.learned_lr,
-            **soft,
+        accuracy = self.method.evaluated(
+            lambda: self.evaluator(
+                images,
+                labels,
+                self.real,
+                self.seed,
+                stream=f"eval/{iteration}",
+                lr=self.synthetic.learned_lr,
+                **soft,
+            )
         )
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         self._add_point("accuracy_curve", point)
         cmi = self.cmi.measure(*self.synthetic.decoded())
         self._add_point("cmi_curve", {"iteration": iteration, "cmi": cmi})
         self.logger.log({f"eval/{arch}": r["mean"] for arch, r in accuracy.items()}, step=iteration)
-        self.synthetic.save_grid(self.out_dir / "synthetic.png")
-        self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
+        if self.method.stores_set:
+            self.synthetic.save_grid(self.out_dir / "synthetic.png")
+            self.logger.image("synthetic", self.out_dir / "synthetic.png", step=iteration)
         log.info(
             "after %d iterations: accuracy %s",
             iteration,
@@ -159,6 +166,13 @@ class Distillation:
             run_curve(self.results, self.out_dir / "curve.png")
         except (OSError, ValueError) as error:
             log.warning("curve.png could not be drawn: %s", error)
+
+    def _measure(self, when: str) -> None:
+        """The set's CMI under the measuring pool (``start``, ``end``), and beside it, labelled,
+        under the pool it is optimized against (``start_in_pool``, ``end_in_pool``)."""
+        images = self.synthetic.decoded()
+        self.results["cmi"][when] = self.cmi.measure(*images)
+        self.results["cmi"][f"{when}_in_pool"] = self.cmi.measure(*images, in_pool=True)
 
     def _add_point(self, curve: str, point: dict) -> None:
         """A point of a curve of results.json, replacing one at its iteration (a run extended
@@ -276,7 +290,7 @@ class Distillation:
             log.info("the checkpoint's run is finished after %d iterations", start)
             return self.results
         if state is None:
-            self.results["cmi"]["start"] = self.cmi.measure(*self.synthetic.decoded())
+            self._measure("start")
         progress = Progress(self.iterations, start)
         evaluated = {p["iteration"] for p in self.results["accuracy_curve"]}
         eval_times = []
@@ -307,17 +321,25 @@ class Distillation:
             self.checkpointer.immediate = True
         self.results["seconds_per_iteration"] = self.seconds / max(self.iterations, 1)
         self.method.finish(self.synthetic)
-        self.results["cmi"]["end"] = self.cmi.measure(*self.synthetic.decoded())
+        self._measure("end")
         self.results["cmi"]["weight"] = self.cmi.weight
+        tic = time.perf_counter()
         self.results["accuracy"] = self._evaluate(self.iterations)
+        eval_times.append(time.perf_counter() - tic)
+        seconds = {"distillation": self.seconds, "evaluation": sum(eval_times)}
+        self.results["manifest"].setdefault("seconds", {}).update(seconds)
+        self.results["manifest"]["peak_memory"] = peak_memory(self.synthetic.images.device)
         self.save_set()
         self.results["status"] = "finished"
-        self._checkpoint(final=True)  # lets the run be extended later
+        if self.method.stores_set:
+            self._checkpoint(final=True)  # lets the run be extended later
         write_json(self.out_dir / "results.json", self.results)
         return self.results
 
     def save_set(self) -> None:
-        """``synthetic.pt`` and ``synthetic.png`` of the set as it is now."""
+        """``synthetic.pt`` and ``synthetic.png`` of the set as it is now (if it is worth one)."""
+        if not self.method.stores_set:
+            return
         meta = {"iteration": self.done, "seed": self.seed, "dataset": self.real.meta}
         try:
             self.synthetic.save(self.out_dir / "synthetic.pt", **meta)

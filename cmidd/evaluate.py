@@ -52,10 +52,18 @@ def check_training(lr: float, weight_decay: float, batch_size: int = 1) -> None:
     check_number("eval.batch_size", batch_size, 1, integer=True)
 
 
-def summarize(runs: list) -> dict:
-    """The mean and (population) std of the test accuracies of one architecture's networks."""
+def summarize(runs: list, val_runs: list = None) -> dict:
+    """The mean and (population) std of the test accuracies of one architecture's networks, and
+    under ``val`` those of their validation accuracies (with a validation split)."""
     std = statistics.pstdev(runs) if len(runs) > 1 else 0.0
-    return {"mean": statistics.fmean(runs), "std": std, "runs": runs}
+    summary = {"mean": statistics.fmean(runs), "std": std, "runs": runs}
+    return summary if not val_runs else summary | {"val": summarize(val_runs)}
+
+
+def scored(net, real) -> tuple:
+    """(test accuracy, validation accuracy or None) of a trained network."""
+    val = None if real.val_images is None else accuracy(net, real.val_images, real.val_labels)
+    return accuracy(net, real.test_images, real.test_labels), val
 
 
 class Evaluator:
@@ -173,9 +181,12 @@ class Evaluator:
                     on_epoch=epoch_logger(log, f"evaluating {arch}", self.epochs, every=60.0),
                 )
                 runs = ensemble_accuracy(ensemble, real.test_images, real.test_labels)
+                val_runs = None
+                if real.val_images is not None:
+                    val_runs = ensemble_accuracy(ensemble, real.val_images, real.val_labels)
                 progress.log(log, (a + 1) * self.models, "evaluated %s", arch)
             else:
-                runs = []
+                runs, val_runs = [], []
                 for k, (net, g) in enumerate(zip(nets, generators, strict=True)):
                     report = epoch_logger(log, f"evaluating {arch} {k}", self.epochs, every=60.0)
                     net = batching.prepared(net)
@@ -189,7 +200,9 @@ class Evaluator:
                         mixed=True,
                         **train,
                     )
-                    runs.append(accuracy(net, real.test_images, real.test_labels))
+                    test, val = scored(net, real)
+                    runs.append(test)
+                    val_runs += [] if val is None else [val]
                     progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
-            results[arch] = summarize(runs)
+            results[arch] = summarize(runs, val_runs)
         return results

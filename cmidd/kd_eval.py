@@ -120,7 +120,7 @@ class KDEvaluator:
         results = {}
         progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
         for a, (arch, make_net) in enumerate(self.nets.items()):
-            runs = []
+            runs, val_runs = [], []
             for k in range(self.models):
                 net = build_seeded(
                     make_net,
@@ -132,6 +132,8 @@ class KDEvaluator:
                 ).to(images.device)
                 self.train(net, images, soft_labels)
                 runs.append(shared_accuracy(net, real.test_images, real.test_labels))
+                if real.val_images is not None:
+                    val_runs.append(shared_accuracy(net, real.val_images, real.val_labels))
                 progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
-            results[arch] = summarize(runs)
+            results[arch] = summarize(runs, val_runs)
         return results

@@ -2,6 +2,7 @@
 and run."""
 
 import logging
+import time
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -15,6 +16,7 @@ from .distill import Distillation
 from .errors import UserError
 from .files import write_json
 from .loggers import chosen, run_labels
+from .manifest import manifest
 from .overrides import pasteable
 from .runtime import resolve_device
 from .synthetic import SyntheticSet, check_fits
@@ -28,7 +30,9 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     if skipped:
         return _skip(cfg, out_dir, skipped)
     distributed.one_process("task=distill")
+    tic = time.perf_counter()
     parts = components(cfg)
+    about = manifest(parts.device, parts.real) | {"seconds": {"setup": time.perf_counter() - tic}}
     iterations = cfg.iterations
     if not parts.method.iterates and iterations != 0:
         log.warning(
@@ -56,6 +60,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         config=config,
         log_every=cfg.log_every,
         loss_every=cfg.loss_every,
+        manifest=about,
     )
     checkpointer.install_signal_handlers()
     try:
@@ -69,7 +74,7 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
     _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())
-    if overrides.used() is not None:  # under the launcher
+    if overrides.used() is not None and (out_dir / "synthetic.pt").is_file():
         again = pasteable("synthetic", (out_dir / "synthetic.pt").resolve())
         log.info("evaluate it again: %s", overrides.command("evaluate", overrides.used(), again))
     return results
@@ -155,6 +160,7 @@ def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
         "status": "finished",
         "config": _recorded(cfg),
         "processes": distributed.size(),
+        "manifest": manifest(device, real),
     }
     if distributed.is_main():
         write_json(out_dir / "results.json", results)

@@ -169,8 +169,9 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
         config = {
             "cmi": {"weight": setting, "auto": {"ratio": 0.3, "mode": "freeze", "calibrate": 10}}
         }
+        val = {"mean": acc, "runs": [acc]}  # validation as test: this test is about auto's rows
         results = {
-            "accuracy": {"convnet": {"mean": acc, "runs": [acc]}},
+            "accuracy": {"convnet": {"mean": acc, "runs": [acc], "val": val}},
             "cmi": {"weight": used},
             "loss_curve": [{"iteration": 1, "distill": 1.0, "cmi": 0.1, "total": 1.1}],
             "config": config,
@@ -180,8 +181,10 @@ def test_weight_report_and_plot_show_auto_with_the_weights_it_chose(tmp_path):
     runs = [run(0.0, 0.0, 0.40), run(300, 300, 0.44), run("auto", 250, 0.43)]
     runs += [run("auto", 350, 0.45, seed=1)]
     rows = weight(runs).splitlines()[2:]
-    assert rows[0].startswith("| 0.0 | 40.00") and rows[1].startswith("| 300 | 44.00")
-    assert rows[2] == "| auto (ratio 0.3, freeze 10): 300 [250, 350] | 44.00 ± 1.41 |"
+    assert rows[0].startswith("| 0.0 | 40.00") and rows[1].startswith("| 300 (best on valid")
+    assert rows[2] == (
+        "| auto (ratio 0.3, freeze 10): 300 [250, 350] | 44.00 ± 1.41 | 44.00 ± 1.41 |"
+    )
     table = csv.DictReader(io.StringIO(runs_csv(runs, tmp_path)))
     assert [[row["cmi_weight"], row["cmi_weight_used"]] for row in table] == [
         ["0.0", "0.0"],
@@ -202,7 +205,8 @@ def test_weight_report_gives_a_table_and_auto_verdict_per_setting(tmp_path):
     def run(proxy, setting, acc, seed=0, mode="freeze", status="finished"):
         auto = {"ratio": 0.4, "mode": mode, "calibrate": 10, "momentum": 0.9}
         config = {"cmi": {"weight": setting, "auto": auto}}
-        results = {"accuracy": {"convnet": {"mean": acc, "runs": [acc]}}, "config": config}
+        entry = {"mean": acc, "runs": [acc]}
+        results = {"accuracy": {"convnet": {**entry, "val": entry}}, "config": config}
         # as job keys keep them: auto's own overrides only on auto runs, prefixes kept
         extra = f"++cmi.auto.mode={mode}," if setting == "auto" else ""
         key = f"{extra}cmi.weight={setting},proxy={proxy}"
@@ -219,15 +223,16 @@ def test_weight_report_gives_a_table_and_auto_verdict_per_setting(tmp_path):
     assert alexnet.startswith("proxy=alexnet\n") and convnet.startswith("proxy=convnet\n")
     freeze, track = [line for line in alexnet.splitlines() if line.startswith("- auto")]
     # within 0.5 of the best fixed weight (10: 43 %) and above the base (40 %)
-    assert freeze.startswith("- auto (ratio 0.4, freeze 10): -0.30 points against the best")
+    assert freeze.startswith("- auto (ratio 0.4, freeze 10): on validation, -0.30 points against")
     assert "(10), +2.70 against the base (weight 0): meets both criteria" in freeze
-    assert track.startswith("- auto (ratio 0.4, track 0.9): -0.50 points")
+    assert track.startswith("- auto (ratio 0.4, track 0.9): on validation, -0.50 points")
     assert track.endswith("meets both criteria")
     assert convnet.rstrip().endswith(
         "falls short: more than 0.5 points below the best fixed weight and below the base "
         "(runs finished: 1000: 1 of 2)"
     )
-    assert "| 300 | 45.00 ± 0.00 |" in convnet and "| 300 |" not in alexnet
+    assert "| 300 (best on validation) | 45.00 ± 0.00 | 45.00 ± 0.00 |" in convnet
+    assert "| 300 " not in alexnet
     # without a base there is nothing to compare with
     assert "not comparable" in weight([r for r in runs if r.get("cmi.weight") != 0])
     weight_plot(runs, tmp_path / "weight.png")  # a panel per setting

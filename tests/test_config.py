@@ -223,6 +223,7 @@ def test_every_methods_algorithm_takes_the_keys_its_preset_gives_it(experiment):
         algorithm = OmegaConf.to_container(cfg.method.algorithm)
         signature = inspect.signature(get_class(algorithm.pop("_target_")))
         algorithm.pop("_partial_", None)
+        algorithm.pop("_recursive_", None)
         needs = {k: None for k in cfg.method.get("needs", [])}
         runtime = {"real": None, "seed": 0, "device": None, **needs}
         signature.bind(**runtime, **algorithm)  # TypeError names the stray key

@@ -22,7 +22,9 @@ def test_cmi_weight_lowers_the_cmi_of_the_synthetic_set(tiny, tmp_path):
     base, base_set = run(tiny, tmp_path / "base", "cmi.weight=0", "iterations=10")
     reg, reg_set = run(tiny, tmp_path / "cmi", "cmi.weight=1e5", "iterations=10")
     assert base["cmi"]["start"] == pytest.approx(reg["cmi"]["start"])  # same init, same proxy
-    assert reg["cmi"]["end"] < 0.8 * base["cmi"]["end"]
+    # The CMI the term minimizes: under the optimized pool (tiny 1-epoch proxies of width 8 say
+    # little about another one's, which cmi.end measures).
+    assert reg["cmi"]["end_in_pool"] < 0.8 * base["cmi"]["end_in_pool"]
     assert not torch.equal(base_set.images, reg_set.images)
 
 

@@ -315,7 +315,7 @@ def test_table6_lays_out_each_technique_against_its_base_with_and_without_cmi(tm
     assert iid[:3] == ["IID on DM", "cifar10_jpg", "10"]
     assert iid[3] == "41.00 ± 1.41"  # two seeds: std over seeds
     assert iid[4:7] == ["44.00 ± 0.00", "45.00 ± 0.00", "47.00 ± 1.00"]  # one seed: over nets
-    assert iid[7] == "+2.00"
+    assert iid[7] == "+2.00 (1 seed: not established)"
     assert dream[0] == "DREAM on IDC" and dream[3:5] == ["missing", "missing"]
     assert dream[7] == "missing"
 

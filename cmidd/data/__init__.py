@@ -9,7 +9,7 @@ The loaders are the ``_target_`` of ``dataset.loader`` (``cmidd.data.load_digits
 """
 
 from .loaders import load_digits, load_imagefolder, load_torchvision, unpack_once
-from .real import RealData, denormalize, from_tensors, normalize
+from .real import RealData, denormalize, from_tensors, normalize, split_validation
 from .storage import Storage
 from .whitening import whiten
 
@@ -22,6 +22,7 @@ __all__ = [
     "load_imagefolder",
     "load_torchvision",
     "normalize",
+    "split_validation",
     "unpack_once",
     "whiten",
 ]

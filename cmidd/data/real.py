@@ -5,9 +5,13 @@ images indexed as ``images[index]``, ``images[a:b]`` and ``len(images)``, which 
 memory, ``DiskImages`` (``storage``) and ``StreamImages`` (``stream``) all serve.
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import torch
+
+from ..errors import UserError
+from ..runtime import derive_seed
 
 
 def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
@@ -32,6 +36,9 @@ class RealData:
     )  # a fitted ZCA (cmidd.data.whitening), or None
     zca_eps: float = None
     train_all: object = field(default=None, repr=False)  # disk storage: every class, in order
+    val_images: object = field(default=None, repr=False)  # the validation split (split_validation)
+    val_labels: torch.Tensor = field(default=None, repr=False)
+    val: dict = None  # {"per_class", "seed"} of the validation split, or None
 
     @property
     def num_classes(self) -> int:
@@ -54,8 +61,10 @@ class RealData:
             "mean": [round(m, 6) for m in self.mean],
             "std": [round(s, 6) for s in self.std],
         }
-        # Only whitened data carry the key, so the caches of unwhitened data keep their names.
-        return meta if self.whitening is None else {**meta, "zca": self.zca_eps}
+        # Only whitened data and data with a validation split carry the key, so that the caches
+        # of the others keep their names.
+        meta |= {} if self.whitening is None else {"zca": self.zca_eps}
+        return meta if self.val is None else {**meta, "val": self.val}
 
     def sample(self, label: int, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` distinct random images of one class (all of them if the class has fewer)."""
@@ -111,4 +120,69 @@ def from_tensors(name, train_x, train_y, test_x, test_y, mean, std, device, clas
         mean=mean,
         std=std,
         class_names=list(class_names or range(classes)),
+    )
+
+
+class Rows:
+    """Some rows of an image store read on demand (``DiskImages``, ``StreamImages``): indexed
+    like the store by a slice or an index tensor, in the order of ``index``."""
+
+    def __init__(self, images, index: torch.Tensor):
+        self.images, self.index = images, index
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.index), *self.images.shape[1:]))
+
+    @property
+    def device(self):
+        return self.images.device
+
+    def __getitem__(self, index) -> torch.Tensor:
+        index = index.cpu() if isinstance(index, torch.Tensor) else index
+        return self.images[self.index[index]]
+
+
+def _rows(images, index: torch.Tensor):
+    return (
+        images[index.to(images.device)] if isinstance(images, torch.Tensor) else Rows(images, index)
+    )
+
+
+def split_validation(real: RealData, per_class: int, seed: int = 0) -> RealData:
+    """``real`` without a validation split: per class, ``per_class`` training images drawn with
+    a generator of (``seed``, dataset, class), the same for every run of the dataset and never
+    part of ``train`` again (so no method, proxy, expert, teacher or coreset sees them); they
+    are ``val_images``/``val_labels``, which evaluation scores networks on beside the test set.
+    ``per_class=0``: no split."""
+    if per_class == 0:
+        return real
+    smallest = min(len(images) for images in real.train)
+    if not 0 < per_class < smallest:
+        raise UserError(
+            f"dataset.val.per_class={per_class} is invalid: it must be in [0, {smallest}) for "
+            f"dataset={real.name}, whose smallest class has {smallest} training images"
+        )
+    train, val, start, kept, held_all = [], [], 0, [], []
+    for c, images in enumerate(real.train):
+        gen = torch.Generator().manual_seed(derive_seed(seed, f"val/{real.name}/{c}"))
+        order = torch.randperm(len(images), generator=gen)
+        held, rest = order[:per_class].sort().values, order[per_class:].sort().values
+        val.append(_rows(images, held))
+        train.append(_rows(images, rest))
+        kept.append(rest + start)
+        held_all.append(held + start)
+        start += len(images)
+    labels = torch.arange(real.num_classes).repeat_interleave(per_class)
+    every = real.train_all  # disk and stream storage: every class's images, in order
+    return dataclasses.replace(
+        real,
+        train=train,
+        train_all=None if every is None else Rows(every, torch.cat(kept)),
+        val_images=torch.cat(val) if every is None else Rows(every, torch.cat(held_all)),
+        val_labels=labels.to(real.test_labels.device),
+        val={"per_class": per_class, "seed": seed},
     )

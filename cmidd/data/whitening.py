@@ -31,6 +31,7 @@ def whiten(real: RealData, eps: float) -> RealData:
     with torch.no_grad():
         train = [zca(_pixels(x, real)) for x in real.train]
         test = torch.cat([zca(_pixels(x, real)) for x in real.test_images.split(5000)])
+        val = None if real.val_images is None else zca(_pixels(real.val_images, real))
     c = real.shape[0]
     return RealData(
         name=real.name,
@@ -42,4 +43,7 @@ def whiten(real: RealData, eps: float) -> RealData:
         class_names=real.class_names,
         whitening=zca,
         zca_eps=float(eps),
+        val_images=val,
+        val_labels=real.val_labels,
+        val=real.val,
     )

@@ -15,6 +15,8 @@ name, MTT's student net). What a method *is* is declared once, on its class:
 - ``learns_lr``: it distills a training learning rate with the images (MTT), which needs
   ``method.synthetic_lr``;
 - ``soft_labels``: it stores soft labels with its set (SRe2L), which only ``eval=kd`` uses;
+- ``stores_set``: False when its set is not worth a file (the whole training split), whose
+  accuracy ``evaluated`` may also take from a cache;
 - where the CMI term enters, as each method's reference code has it: ``cmi_every_step`` (added
   to every yielded loss: DC/DSA before each of the ``outer_loop`` image updates, IDC at each
   matching step; else only to the first loss of an iteration) and ``new_proxy_every_step`` (a
@@ -114,6 +116,7 @@ class Method(ABC):
     needs = ()
     learns_lr = False
     soft_labels = False
+    stores_set = True
     cmi_every_step = False
     new_proxy_every_step = False
     plugin = Plugin()  # plugin=none; ``use`` installs a technique (cmidd.plugins)
@@ -174,6 +177,10 @@ class Method(ABC):
     @abstractmethod
     def losses(self, synthetic, iteration: int) -> Iterator[torch.Tensor]:
         """One loss per synthetic-set update of ``iteration``."""
+
+    def evaluated(self, evaluate) -> dict:
+        """The set's accuracies: ``evaluate()``, the run's protocol on the set."""
+        return evaluate()
 
     def finish(self, synthetic) -> None:  # noqa: B027 -- optional: most methods have no last stage
         """After the last iteration, before the final evaluation (SRe2L relabels there)."""

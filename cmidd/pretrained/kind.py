@@ -53,13 +53,11 @@ class Kind:
         if overrides is None:  # composed outside a Hydra app (tests, notebooks)
             groups = ("dataset", self.group, "method")
             overrides = [f"{group}={cfg[group].name}" for group in groups] + [f"ipc={cfg.ipc}"]
-        kept = [
-            o
-            for o in overrides
-            if not o.startswith((f"{self.group}.build_if_missing", self.size_key()))
-        ]
-        size = OmegaConf.select(cfg, self.size_key())
-        return command(self.task, kept, f"{self.size_key()}={size}")
+        own = (f"{self.group}.build_if_missing", self.size_key(), f"{self.group}.seed")
+        kept = [o for o in overrides if not o.startswith(own)]
+        size, seed = OmegaConf.select(cfg, self.size_key()), cfg[self.group].seed
+        seeded = [] if seed == 0 else [f"{self.group}.seed={seed}"]  # 0: the default
+        return command(self.task, kept, f"{self.size_key()}={size}", *seeded)
 
     def store(self, cfg: DictConfig, real) -> Store:
         return Store(

@@ -34,6 +34,13 @@ class Run:
         return isinstance(weight, str) or bool(weight)
 
     @property
+    def code(self):
+        """The commit the run was made at (``+dirty`` with uncommitted changes), or None."""
+        about = self.results.get("manifest") or {}
+        commit = about.get("commit")
+        return None if commit is None else commit[:10] + ("+dirty" if about.get("dirty") else "")
+
+    @property
     def weight_used(self):
         """The CMI weight the run used: ``auto``'s choice, else the config's (older runs)."""
         return (self.results.get("cmi") or {}).get("weight", self.get("cmi.weight"))
@@ -117,23 +124,34 @@ def read_sweep(root: Path) -> list:
                 error.read_text().strip().splitlines()[-1] if error.exists() else "no results.json"
             )
         runs.append(run)
+    return _apart_by_commit(runs)
+
+
+def _apart_by_commit(runs: list) -> list:
+    """Runs of one job key made at different commits (or with uncommitted changes) are not
+    aggregated together: their keys name the code (``@<commit>``, ``+dirty``)."""
+    if len({r.code for r in runs if r.code}) > 1:
+        for run in runs:
+            run.key = f"{run.key} @{run.code or 'unknown'}"
     return runs
 
 
-def accuracy(run: Run, arch: str = None):
-    """(mean, per-network accuracies) of ``arch`` (the first architecture by default)."""
+def accuracy(run: Run, arch: str = None, split: str = "test"):
+    """(mean, per-network accuracies) of ``arch`` (the first architecture by default) on the test
+    set, or on the validation split (``split="val"``; None without one)."""
     table = run.results.get("accuracy") or {}
     if not run.ok or not table:
         return None, []
     entry = table[arch] if arch else next(iter(table.values()))
-    return entry["mean"], entry["runs"]
+    entry = entry if split == "test" else entry.get("val")
+    return (None, []) if entry is None else (entry["mean"], entry["runs"])
 
 
-def summarize(runs: list, arch: str = None) -> dict:
+def summarize(runs: list, arch: str = None, split: str = "test") -> dict:
     """Mean and std over seeds and over all evaluation networks of a group of runs."""
-    done = [r for r in runs if r.ok]
-    means = [accuracy(r, arch)[0] for r in done]
-    networks = [a for r in done for a in accuracy(r, arch)[1]]
+    done = [r for r in runs if r.ok and accuracy(r, arch, split)[0] is not None]
+    means = [accuracy(r, arch, split)[0] for r in done]
+    networks = [a for r in done for a in accuracy(r, arch, split)[1]]
     return {
         "n": len(runs),
         "done": len(done),
@@ -142,6 +160,43 @@ def summarize(runs: list, arch: str = None) -> dict:
         "std_seeds": statistics.stdev(means) if len(means) > 1 else None,
         "statuses": sorted({r.status for r in runs if not r.ok}),
     }
+
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (1 to 30); beyond, the normal's.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def paired(base: list, other: list, arch: str = None, split: str = "test") -> dict:
+    """The difference ``other`` - ``base`` in points over the seeds both finished: its mean, the
+    95% interval of that mean (Student's t over the per-seed differences) and the verdict:
+    ``helps`` or ``hurts`` when the interval excludes 0, else ``not established``."""
+    first, second = (
+        {r.seed: accuracy(r, arch, split)[0] for r in runs if r.ok} for runs in (base, other)
+    )
+    seeds = sorted(s for s in first.keys() & second.keys() if None not in (first[s], second[s]))
+    diffs = [100 * (second[s] - first[s]) for s in seeds]
+    if not diffs:
+        return {"seeds": [], "mean": None, "low": None, "high": None, "verdict": "missing"}
+    mean, half = statistics.fmean(diffs), float("inf")
+    if len(diffs) > 1:
+        t = _T95[len(diffs) - 2] if len(diffs) - 1 <= len(_T95) else 1.96
+        half = t * statistics.stdev(diffs) / len(diffs) ** 0.5
+    low, high = mean - half, mean + half
+    verdict = "helps" if low > 0 else "hurts" if high < 0 else "not established"
+    return {"seeds": seeds, "mean": mean, "low": low, "high": high, "verdict": verdict}
+
+
+def paired_cell(result: dict) -> str:
+    """``+0.60 [+0.13, +1.08], helps (5 seeds)``; one seed has no interval."""
+    if result["mean"] is None:
+        return "missing"
+    n = len(result["seeds"])
+    if n < 2:
+        return f"{result['mean']:+.2f} (1 seed: not established)"
+    interval = f"[{result['low']:+.2f}, {result['high']:+.2f}]"
+    return f"{result['mean']:+.2f} {interval}, {result['verdict']} ({n} seeds)"
 
 
 def cell(summary: dict) -> str:

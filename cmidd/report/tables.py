@@ -4,7 +4,8 @@ import csv
 import io
 from collections import defaultdict
 
-from .runs import cell, summarize
+from . import ddranking
+from .runs import cell, paired, paired_cell, summarize
 from .weight import weight
 
 
@@ -102,11 +103,13 @@ def proxy_arch(runs: list) -> str:
 
 # The paper's row order and spelling; any other method follows, in name order, in capitals.
 PAPER_ORDER = ("random", "herding", "kcenter", "forgetting", "dm", "dc", "dsa", "idc", "idm", "mtt")
+LAST = "whole_dataset"  # the upper bound closes the table, as in the paper
 LABELS = {
     "random": "Random",
     "herding": "Herding",
     "kcenter": "K-Center",
     "forgetting": "Forgetting",
+    "whole_dataset": "Whole Dataset",
 }
 ARCHS = ("convnet", "alexnet", "vgg11", "resnet18")
 
@@ -115,32 +118,40 @@ def _methods(runs: list) -> list:
     """The methods of the runs in the paper's order, then the others."""
     names = {r.get("method.name") for r in runs if r.get("method.name")}
     order = list(PAPER_ORDER)
-    return sorted(names, key=lambda m: (order.index(m) if m in order else len(order), m))
+    rank = {LAST: len(order) + 1}
+    return sorted(
+        names, key=lambda m: (order.index(m) if m in order else rank.get(m, len(order)), m)
+    )
 
 
-def _delta(base: dict, reg: dict) -> str:
-    if base["mean"] is None or reg["mean"] is None:
-        return "missing"
-    return f"{100 * (reg['mean'] - base['mean']):+.2f}"
+def _label(method: str, with_cmi: bool) -> str:
+    name = LABELS.get(method, method.upper())
+    return f"{name} + CMI" if with_cmi else name
 
 
-def _method_rows(runs: list, columns: list, select) -> list:
+def _method_rows(runs: list, columns: list, part) -> list:
     """Per method: its row without CMI, and where it has runs with CMI (a method that takes no
-    CMI term has none: they were skipped), the +CMI row and the Delta row; ``select(group,
-    column)`` summarizes the runs of one cell."""
+    CMI term has none: they were skipped), the +CMI row and the Delta row, the paired
+    difference over seeds with its 95% interval and verdict; ``part(group, column)`` is the
+    runs of one cell and the architecture they are read at."""
+
+    def summary(group, column):
+        return summarize(*part(group, column)) if group else None
+
+    def delta(base, reg, column):
+        (base, arch), (reg, _) = part(base, column), part(reg, column)
+        return paired_cell(paired(base, reg, arch))
+
     rows = []
     for method in _methods(runs):
         mine = [r for r in runs if r.get("method.name") == method]
         base = [r for r in mine if not r.with_cmi]
         reg = [r for r in mine if r.with_cmi]
-        label = LABELS.get(method, method.upper())
-        rows.append([label] + [cell(select(base, c)) if base else "missing" for c in columns])
+        rows.append([_label(method, False)] + [cell(summary(base, c)) for c in columns])
         if not reg:
             continue
-        rows.append(
-            [f"{label} + CMI"] + [cell(select(reg, c)) if reg else "missing" for c in columns]
-        )
-        rows.append(["Δ"] + [_delta(select(base, c), select(reg, c)) for c in columns])
+        rows.append([_label(method, True)] + [cell(summary(reg, c)) for c in columns])
+        rows.append(["Δ"] + [delta(base, reg, c) for c in columns])
     return rows
 
 
@@ -150,11 +161,20 @@ def table1(runs: list) -> str:
     runs = [r for r in runs if not r.status.startswith("skipped")]
     columns = sorted({(r.get("dataset.name"), r.get("ipc")) for r in runs}, key=str)
 
-    def select(group, column):
-        return summarize([r for r in group if (r.get("dataset.name"), r.get("ipc")) == column])
+    def part(group, column):
+        return [r for r in group if (r.get("dataset.name"), r.get("ipc")) == column], None
 
     header = ["method"] + [f"{d} IPC {i}" for d, i in columns]
-    return _markdown(header, _method_rows(runs, columns, select))
+    table = _markdown(header, _method_rows(runs, columns, part))
+    scores = ddranking.table(runs, _label)
+    if scores:
+        table += (
+            "\n\nDD-Ranking's scores (cmidd/report/ddranking.py) against the Random and Whole "
+            "Dataset rows of the same seeds: hard-label recovery HLR (lower is better), "
+            "improvement over random IOR, label-robust score LRS (in [0, 1], higher is better); "
+            "mean ± std over seeds.\n\n" + scores
+        )
+    return table
 
 
 def table5(runs: list) -> str:
@@ -164,10 +184,10 @@ def table5(runs: list) -> str:
     found = {a for r in runs for a in (r.results.get("accuracy") or {})}
     columns = [a for a in ARCHS if a in found] + sorted(found - set(ARCHS))
 
-    def select(group, arch):
-        return summarize(group, arch)
+    def part(group, arch):
+        return group, arch
 
-    return _markdown(["method"] + columns, _method_rows(runs, columns, select))
+    return _markdown(["method"] + columns, _method_rows(runs, columns, part))
 
 
 TECHNIQUES = {"iid": "IID", "dream": "DREAM", "seqmatch": "SeqMatch"}
@@ -190,14 +210,15 @@ def table6(runs: list) -> str:
     rows = []
     for name, *setting in sorted(found, key=str):
         mine = [r for r in runs if _setting(r) == tuple(setting)]
-        cells = [
-            summarize([r for r in mine if _plugin(r) == technique and r.with_cmi == with_cmi])
+        groups = [
+            [r for r in mine if _plugin(r) == technique and r.with_cmi == with_cmi]
             for technique in ("none", name)
             for with_cmi in (False, True)
         ]
         method, dataset, ipc = setting
         label = f"{TECHNIQUES.get(name, name)} on {method.upper()}"
-        rows.append([label, dataset, ipc, *(cell(c) for c in cells), _delta(cells[2], cells[3])])
+        cells = [cell(summarize(g)) for g in groups]
+        rows.append([label, dataset, ipc, *cells, paired_cell(paired(groups[2], groups[3]))])
     header = ["technique", "dataset", "IPC", "base", "base + CMI", "technique", "technique + CMI"]
     return _markdown(header + ["Δ (CMI on the technique)"], rows)
 
@@ -228,6 +249,7 @@ COLUMNS = [
     "arch",
     "accuracy",
     "accuracy_std",
+    "val_accuracy",
     "cmi_start",
     "cmi_end",
     "iterations",
@@ -263,5 +285,6 @@ def runs_csv(runs: list, root) -> str:
         ]
         table = run.results.get("accuracy") or {None: {}}
         for arch, entry in table.items():
-            writer.writerow(common + [arch, entry.get("mean"), entry.get("std")] + tail)
+            val = (entry.get("val") or {}).get("mean")
+            writer.writerow(common + [arch, entry.get("mean"), entry.get("std"), val] + tail)
     return out.getvalue()

@@ -1,9 +1,12 @@
 """The ``weight`` study: accuracy against the CMI weight, per setting, and how ``auto`` compares.
 
 A sweep may hold several settings (e.g. ``proxy=convnet,alexnet``): each gets its own table.
-Below a table, each ``auto`` setting is set against the base (weight 0) and the best fixed
-weight, by the criteria of ``cmi.weight=auto``'s transfer test (docs/cmi_weight.md): within
-``TOLERANCE`` points of the best fixed weight and not below the base.
+Every choice is made on the validation split (``dataset.val``), never on the test set: the best
+fixed weight is the one with the highest validation accuracy, and the test accuracy is shown
+beside it. Below a table, each ``auto`` setting is set against the base (weight 0) and the best
+fixed weight, on validation accuracy, by the criteria of ``cmi.weight=auto``'s transfer test
+(docs/cmi_weight.md): within ``TOLERANCE`` points of the best fixed weight and not below the
+base. Runs without a validation split get no best weight and no verdict.
 """
 
 import re
@@ -64,18 +67,28 @@ def _split(runs: list) -> tuple:
     return {w: fixed[w] for w in order}, dict(sorted(auto.items()))
 
 
+def best(fixed: dict):
+    """The fixed weight > 0 with the highest mean validation accuracy, or None."""
+    means = {w: summarize(g, split="val")["mean"] for w, g in fixed.items() if _number(w)}
+    weighted = {w: m for w, m in means.items() if m is not None and float(w) > 0}
+    return max(weighted, key=weighted.get) if weighted else None
+
+
 def verdict(fixed: dict, auto: list) -> str:
-    """How ``auto``'s mean accuracy compares with the base and the best fixed weight > 0, to
-    the 0.01 points the report shows."""
-    summaries = {w: summarize(g) for w, g in fixed.items() if _number(w)}
+    """How ``auto``'s mean validation accuracy compares with the base's and the best fixed
+    weight's, to the 0.01 points the report shows."""
+    summaries = {w: summarize(g, split="val") for w, g in fixed.items() if _number(w)}
     means = {w: s["mean"] for w, s in summaries.items() if s["mean"] is not None}
-    mine = summarize(auto)
+    mine = summarize(auto, split="val")
     base = next((m for w, m in means.items() if float(w) == 0), None)
     weighted = {w: m for w, m in means.items() if float(w) > 0}
     if mine["mean"] is None or base is None or not weighted:
-        return "not comparable: it needs finished runs of auto, of weight 0 and of a weight > 0"
-    best = max(weighted, key=weighted.get)
-    to_best = round(100 * (mine["mean"] - weighted[best]), 2)
+        return (
+            "not comparable: it needs finished runs with a validation split (dataset.val) of "
+            "auto, of weight 0 and of a weight > 0"
+        )
+    top = max(weighted, key=weighted.get)
+    to_best = round(100 * (mine["mean"] - weighted[top]), 2)
     to_base = round(100 * (mine["mean"] - base), 2)
     shortfalls = []
     if to_best < -TOLERANCE:
@@ -90,16 +103,22 @@ def verdict(fixed: dict, auto: list) -> str:
     if unfinished:
         outcome += f" (runs finished: {', '.join(unfinished)})"
     return (
-        f"{to_best:+.2f} points against the best fixed weight ({best}), "
+        f"on validation, {to_best:+.2f} points against the best fixed weight ({top}), "
         f"{to_base:+.2f} against the base (weight 0): {outcome}"
     )
 
 
+def _row(name, group, mark: str = "") -> str:
+    val, test = summarize(group, split="val"), summarize(group)
+    return f"| {name}{mark} | {cell(val) if val['done'] else 'no split'} | {cell(test)} |"
+
+
 def _table(runs: list) -> list:
     fixed, auto = _split(runs)
-    lines = ["| cmi.weight | accuracy (%) |", "| --- | --- |"]
-    lines += [f"| {w} | {cell(summarize(g))} |" for w, g in fixed.items()]
-    lines += [f"| {_auto_label(g)} | {cell(summarize(g))} |" for g in auto.values()]
+    chosen = best(fixed)
+    lines = ["| cmi.weight | validation (%) | test (%) |", "| --- | --- | --- |"]
+    lines += [_row(w, g, " (best on validation)" if w == chosen else "") for w, g in fixed.items()]
+    lines += [_row(_auto_label(g), g) for g in auto.values()]
     if auto:
         lines.append("")
         lines += [f"- {name}: {verdict(fixed, g)}" for name, g in auto.items()]
