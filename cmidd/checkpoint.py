@@ -43,14 +43,33 @@ EXTENDABLE = ("iterations", "eval.every")
 # had factor 1; no data were kept for validation); keys added as copies of others (a plug-in's
 # view of its method's settings); and keys removed, which never changed a result (what a method
 # declares now lives on its class; a selection's optimizer was never stepped).
-ADDED = {"precision": 32, "method.factor": 1, "dataset.val.per_class": 0, "dataset.val.seed": 0}
+ADDED = {
+    "precision": 32,
+    "method.factor": 1,
+    "dataset.val.per_class": 0,
+    "dataset.val.seed": 0,
+    "method.algorithm.relabel.padding": 0,  # before the CIFAR relabel recipe: ImageNet's views
+    "method.algorithm.relabel.mix": "cutmix",
+    "method.algorithm.relabel.mix_alpha": 1.0,
+}
 COPIED = {
     "plugin.technique.max_start_epoch": "method.algorithm.max_start_epoch",
     "plugin.technique.expert_epochs": "method.algorithm.expert_epochs",
     "plugin.technique.trained_epochs": "expert.recipe.epochs",
     "plugin.technique.net": "method.algorithm.net",
 }
-REMOVED = ("method.needs", "method.takes_cmi", "method.optimizer", "plugin.needs")
+# Groups added since: a run saved without them ran without them (the hard-label protocol beside
+# eval=kd's students changes nothing the distillation did).
+ADDED_GROUPS = ("eval.hard.",)
+REMOVED = (
+    "method.needs",
+    "method.takes_cmi",
+    "method.optimizer",
+    "plugin.needs",
+    "method.algorithm.relabel.cutmix",
+)
+
+SHARED = "cmidd.plugins.SeqMatchShared"
 
 # Keys that follow ``iterations`` and so refuse an extended run, with the reason.
 WHY = {
@@ -87,13 +106,22 @@ def differing_keys(saved: dict, current: dict, unused: tuple = ()) -> list:
     if "plugin" not in saved and (current.get("plugin") or {}).get("name") == "none":
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
     a, b = flatten(saved), flatten(current)
+    if a.get("plugin.name") == "seqmatch" and "plugin.technique.experts" not in a:
+        # before the reference's per-stage experts, plugin=seqmatch was today's variant
+        a |= {"plugin.name": "seqmatch_shared", "plugin.technique._target_": SHARED}
     copies = {
         key + k[len(source) :]: v
         for key, source in COPIED.items()
         for k, v in a.items()
         if k == source or k.startswith(f"{source}.")
     }
+    if "method.algorithm.relabel.cutmix" in a:  # before relabel.mix: CutMix or no mix
+        copies["method.algorithm.relabel.mix"] = (
+            "cutmix" if a["method.algorithm.relabel.cutmix"] else "none"
+        )
     a |= {k: v for k, v in {**ADDED, **copies}.items() if k not in a and k in b}
+    if not any(k.startswith(ADDED_GROUPS) for k in a):
+        b = {k: v for k, v in b.items() if not k.startswith(ADDED_GROUPS)}
     a = {k: v for k, v in a.items() if not (k.startswith(REMOVED) and k not in b)}
     # cmi.auto's settings only matter to a run whose weight is auto (and are absent before it).
     auto = "auto" in (a.get("cmi.weight"), b.get("cmi.weight"))

@@ -137,6 +137,9 @@ def _measuring_pool(cfg: DictConfig, real, device):
     (with a warning naming the command that builds it) when it is missing."""
     measured = copy.deepcopy(cfg)
     measured.proxy.seed, measured.proxy.pool_size = cfg.proxy.measure.seed, cfg.proxy.measure.size
+    if cfg.proxy.get("from_teacher") and cfg.teacher.weights:
+        log.warning("the set's CMI is not measured: a teacher read from a file has no other seed")
+        return None
     if cfg.proxy.measure.seed == cfg.proxy.seed:
         raise UserError(
             f"proxy.measure.seed={cfg.proxy.measure.seed} is invalid: the measuring proxies must "

@@ -157,15 +157,12 @@ class Evaluator:
         if soft_labels is not None:
             log.info("this protocol trains on hard labels: the set's soft labels are eval=kd's")
         images, labels = images.detach(), labels.detach()
-        c, h, _ = real.shape
         results = {}
         progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
         for a, (arch, make_net) in enumerate(self.nets.items()):
             names = [f"{stream}/{arch}/{k}" for k in range(self.models)]
             nets = [
-                build_seeded(
-                    make_net, seed, name, in_channels=c, num_classes=real.num_classes, image_size=h
-                ).to(images.device)
+                build_seeded(make_net, seed, name, **real.net_args).to(images.device)
                 for name in names
             ]
             generators = [generator(seed, name) for name in names]

@@ -7,6 +7,10 @@ mean, no T^2 factor, as train_FKD.py), with AdamW (weight decay on weights of ra
 none on BatchNorm parameters and biases) and a cosine learning rate stepped per epoch.
 Under ``torchrun``, students train data-parallel with the one-process gradient
 (``cmidd.distributed``).
+
+``hard``, a hard-label protocol (``cmidd.evaluate.Evaluator``, the DM/DSA papers'), also trains
+networks on the same images with their hard labels, reported beside as ``hard/<arch>``: how
+much of a set's accuracy its soft labels carry (DD-Ranking's hard-label recovery needs it).
 """
 
 import logging
@@ -70,8 +74,10 @@ class KDEvaluator:
         weight_decay: float,
         temperature: float,
         every: int = 0,
+        hard=None,
     ):
         check_schedule(models, epochs, every)
+        self.hard = hard
         check_training(lr, weight_decay)
         if check_number("eval.temperature", temperature, 0) == 0:
             raise UserError("eval.temperature=0 is invalid: it must be a positive number")
@@ -116,24 +122,22 @@ class KDEvaluator:
                 f"{soft_labels.epochs} epochs (method.relabel.epochs)"
             )
         images = images.detach()
-        c, h, _ = real.shape
         results = {}
         progress = Progress(len(self.nets) * self.models, unit="net", every=30.0)
         for a, (arch, make_net) in enumerate(self.nets.items()):
             runs, val_runs = [], []
             for k in range(self.models):
-                net = build_seeded(
-                    make_net,
-                    seed,
-                    f"{stream}/{arch}/{k}",
-                    in_channels=c,
-                    num_classes=real.num_classes,
-                    image_size=h,
-                ).to(images.device)
+                name = f"{stream}/{arch}/{k}"
+                net = build_seeded(make_net, seed, name, **real.net_args).to(images.device)
                 self.train(net, images, soft_labels)
                 runs.append(shared_accuracy(net, real.test_images, real.test_labels))
                 if real.val_images is not None:
                     val_runs.append(shared_accuracy(net, real.val_images, real.val_labels))
                 progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
             results[arch] = summarize(runs, val_runs)
+        if self.hard is not None and distributed.launched():
+            log.warning("eval.hard is skipped under torchrun: run task=evaluate without it")
+        elif self.hard is not None:
+            hard = self.hard(images, labels, real, seed, stream=f"{stream}/hard")
+            results |= {f"hard/{arch}": summary for arch, summary in hard.items()}
         return results

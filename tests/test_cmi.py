@@ -111,12 +111,18 @@ def test_term_uses_the_configured_space_and_draws_proxies():
     probability = CMITerm(torch.Generator().manual_seed(0), "probability")
     assert feature.measure(images, labels) is None  # no pool: not measured
     feature.use(pool)
-    probability.use(pool)
+    assert feature.measure(images, labels) is None  # no measuring pool: not measured
+    measuring = ProxyPool(nets[2:])  # the set's CMI is graded by another network than pool.first
+    feature.use(pool, measuring)
+    probability.use(pool, measuring)
     assert feature.measure(images, labels) == pytest.approx(
+        empirical_cmi(nets[2].embed(images), labels).item()
+    )
+    assert feature.measure(images, labels, in_pool=True) == pytest.approx(
         empirical_cmi(nets[0].embed(images), labels).item()
     )
     assert probability.measure(images, labels) == pytest.approx(
-        empirical_cmi(nets[0](images), labels).item()
+        empirical_cmi(nets[2](images), labels).item()
     )
     drawn = {id(pool.sample(torch.Generator().manual_seed(s))) for s in range(20)}
     assert len(drawn) == 3

@@ -325,7 +325,7 @@ def test_seqmatch_measures_the_gradients_of_the_subset_it_trains(mtt, tmp_path, 
     monkeypatch.setattr(
         AutoWeight, "update", lambda self, d, c: rows.append((len(d), len(c))) or update(self, d, c)
     )
-    parts = components(mtt("plugin=seqmatch", "ipc=10", "iterations=4", "cmi.weight=auto"))
+    parts = components(mtt("plugin=seqmatch_shared", "ipc=10", "iterations=4", "cmi.weight=auto"))
     loop = _loop(parts, tmp_path, iterations=4)
     for iteration in range(4):
         loop._step(iteration)

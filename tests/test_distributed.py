@@ -137,7 +137,7 @@ def test_under_torchrun_what_runs_in_one_process_is_one_line(tmp_path, monkeypat
         (["task=distill"], "task=distill runs in one process"),
         (["task=evaluate", "synthetic=x.pt", "eval=default"], "data-parallel with eval=kd only"),
     ]:
-        base = [o for o in SRE2L if "eval.nets" not in o]  # eval=default has no convnet_bn
+        base = [o for o in SRE2L if not o.startswith(("eval.nets", "eval.hard"))]  # eval=default
         cfg = compose_config([*base, *overrides], cache_dir=tmp_path / "cache")
         with pytest.raises(SystemExit) as stop:
             app.run(cfg, tmp_path / "stopped")

@@ -140,13 +140,17 @@ def test_a_method_and_a_plugin_from_outside_run_alone_and_together(extension, tm
     results = {}
     for name, overrides in {
         "alone": ["method=mean_match"],
+        "no_cmi": ["method=mean_match", "cmi.weight=0"],
         "plugin": ["method=mean_match", "plugin=first_images"],
         "on_dm": ["method=dm", "plugin=first_images", "method.algorithm.net.width=8"],
     }.items():
         results[name] = distill(_compose(extension, cache, *overrides), tmp_path / name)
     alone = results["alone"]
     assert alone["status"] == "finished" and alone["cmi"]["weight"] == 100  # its own table
-    assert alone["cmi"]["end"] < alone["cmi"]["start"]  # the loop added CMI to its loss
+    # The loop added CMI to its loss: the pool it optimized against sees less of it than
+    # without the term, from the same start.
+    assert alone["cmi"]["start_in_pool"] == results["no_cmi"]["cmi"]["start_in_pool"]
+    assert alone["cmi"]["end_in_pool"] < results["no_cmi"]["cmi"]["end_in_pool"]
     # The plug-in's hooks reached the method: another start, other real batches.
     assert results["plugin"]["cmi"]["start"] != alone["cmi"]["start"]
     assert results["on_dm"]["status"] == "finished"

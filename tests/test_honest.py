@@ -130,6 +130,11 @@ def test_table1_has_the_whole_dataset_row_and_dd_ranking_scores(tmp_path):
     dm = next(line for line in report.splitlines() if line.startswith("| DM | digits"))
     assert "+10.00 ± 0.00 | +10.00 ± 0.00 | 0.2689 ± 0.0000 | 0, 1 |" in dm
     assert scores(runs[2::3], runs[0::3], runs[1::3])["seeds"] == [0, 1]
+    # A soft-label set (eval=kd): IOR on its soft-label accuracy, HLR on its hard-label one.
+    kd = _run(tmp_path, "s", 0, 0.55, method="sre2l")
+    kd.results["accuracy"]["hard/convnet"] = {"mean": 0.45, "std": 0.0, "runs": [0.45]}
+    found = scores([kd], runs[0:1], runs[1:2])
+    assert found["ior"][0] == pytest.approx(15.0) and found["hlr"][0] == pytest.approx(15.0)
 
 
 def test_the_report_tells_runs_of_different_commits_apart(tmp_path):

@@ -193,7 +193,7 @@ def test_subsets_split_every_class_like_the_reference():
 
 
 def test_seqmatch_freezes_earlier_subsets_and_keeps_them_in_the_student_batches(mtt, tmp_path):
-    cfg = mtt("plugin=seqmatch", "ipc=10", "iterations=4", "cmi.weight=1", "checkpoint.every=1")
+    cfg = mtt("plugin=seqmatch_shared", "ipc=10", "iterations=4", "cmi.weight=1")
     parts = components(cfg)
     plugin = parts.method.plugin
     assert plugin.starts == [[0, 1], [1, 3]]  # later start epochs for the second subset
@@ -232,7 +232,66 @@ def test_seqmatch_freezes_earlier_subsets_and_keeps_them_in_the_student_batches(
     assert not torch.equal(end[second], middle[second])
     # (the experts are built now) every subset needs an image of every class
     with pytest.raises(UserError, match=r"plugin.technique.subsets=11 is invalid: .*ipc=10"):
-        components(mtt("plugin=seqmatch", "cmi=none", "plugin.technique.subsets=11"))
+        components(mtt("plugin=seqmatch_shared", "cmi=none", "plugin.technique.subsets=11"))
+
+
+SEQMATCH = ["plugin=seqmatch", "ipc=10", "iterations=4", "cmi=none"]
+STAGE = ["plugin.technique.stage_epochs=3", "plugin.technique.init_epochs=2"]
+
+
+def test_seqmatch_stage_experts_start_from_the_network_of_the_earlier_subsets(mtt, monkeypatch):
+    """The reference's later buffers (buffer.py --reparam_syn): each expert's first weights are
+    a fresh network trained on subset 1 at the lr learned in stage 1; then real-data epochs."""
+    from cmidd.plugins import stage_experts
+    from cmidd.pretrained.experts import flat_parameters
+    from cmidd.runtime import build_seeded, generator
+
+    parts = components(mtt(*SEQMATCH, *STAGE))
+    method, plugin, synthetic = parts.method, parts.method.plugin, parts.synthetic
+    assert plugin.starts == [[0, 3], [0, 2]]  # stage 2 starts on its own 3-epoch buffer
+    assert plugin.trajectories(synthetic, 1, method.real) is None  # stage 1: the run's experts
+    with torch.no_grad():
+        synthetic.lr.fill_(0.02)  # as if stage 1 had learned it
+    used = []
+    segment = stage_experts.Trajectories.segment
+    monkeypatch.setattr(
+        stage_experts.Trajectories,
+        "segment",
+        lambda self, e, start, *a: used.append((id(self), start)) or segment(self, e, start, *a),
+    )
+    next(method.losses(synthetic, 2))  # stage 2 builds its buffer and matches it
+    buffer = plugin.buffers[1]
+    assert used[-1][0] == id(buffer) and used[-1][1] in (0, 1)
+    assert plugin.lrs == [pytest.approx(0.02)]
+    lr = plugin.lrs[0]
+    assert len(buffer) == 2 and buffer.epochs == 3
+    first = class_rows(synthetic.labels, 2)[0]
+    images, labels = synthetic.images[first].detach(), synthetic.labels[first]
+    real = method.real
+    for i in range(2):
+        name = f"seqmatch/stage2/expert/{i}"
+        net = build_seeded(plugin.make_net, plugin.setup["seed"], name, **real.net_args)
+        fresh = flat_parameters(net)
+        augment = plugin.setup["augment"]
+        stage_experts.warm_start(
+            net, [(images, labels)], [lr], {"epochs": 2}, generator(0, name), augment
+        )
+        start = buffer.trajectories[i][0]
+        assert torch.equal(start, flat_parameters(net)) and not torch.equal(start, fresh)
+    assert not torch.equal(buffer.trajectories[0][0], method.trajectories.trajectories[0][0])
+    # Cached: the same subsets and lrs find the buffer built, nothing is trained again.
+    monkeypatch.setattr(stage_experts, "train_classifier", lambda *a, **k: 1 / 0)
+    plugin.buffers = {}
+    again = plugin.trajectories(synthetic, 3, real)
+    assert torch.equal(again.trajectories[1], buffer.trajectories[1])
+
+
+def test_seqmatch_resumes_with_the_lrs_of_its_finished_stages(mtt):
+    plugin = components(mtt(*SEQMATCH, *STAGE)).method.plugin
+    plugin.lrs = [0.03]
+    again = components(mtt(*SEQMATCH, *STAGE)).method.plugin
+    again.load_state_dict(plugin.state_dict())
+    assert again.lrs == [0.03]
 
 
 @pytest.mark.slow  # three tiny runs and a proxy pool (about 45 s): CI runs it (pytest -m slow)
@@ -262,3 +321,15 @@ def test_extending_a_seqmatch_run_is_refused_saying_why(tmp_path):
     longer = {"iterations": 8, "plugin": {"name": "seqmatch", "technique": {"iterations": 8}}}
     with pytest.raises(UserError, match=r"iterations=4 \(now 8\) \(the technique's stages are"):
         checkpointer.load(longer)
+
+
+def test_a_seqmatch_run_from_before_the_stage_experts_resumes_as_the_variant():
+    from cmidd.checkpoint import differing_keys
+
+    def seqmatch(name, target, **more):
+        return {"plugin": {"name": name, "technique": {"_target_": target, "subsets": 2, **more}}}
+
+    old = seqmatch("seqmatch", "cmidd.plugins.SeqMatch")
+    assert differing_keys(old, seqmatch("seqmatch_shared", "cmidd.plugins.SeqMatchShared")) == []
+    now = seqmatch("seqmatch", "cmidd.plugins.SeqMatch", experts=5)
+    assert "plugin.name" in differing_keys(old, now)

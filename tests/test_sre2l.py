@@ -10,6 +10,7 @@ from conftest import compose_config
 from torch import nn
 
 from cmidd.crops import crop_box
+from cmidd.errors import UserError
 from cmidd.methods.sre2l import bn_statistics_loss
 from cmidd.relabel import relabel
 
@@ -135,6 +136,85 @@ def test_the_stored_views_replay_what_the_teacher_labelled():
     assert sorted(soft.order[1].tolist()) == list(range(7)) and (soft.mix_perm >= 0).all()
 
 
+def test_the_cifar_views_are_padded_crops_flips_and_mixup():
+    """SRe2L's CIFAR relabel views (relabel_cifar.py): RandomCrop(32, padding=4) with black
+    padding, a horizontal flip, then Mixup of the batch with a permutation of itself."""
+    from torchvision.transforms import v2
+
+    teacher, images = _classifier(), torch.rand(6, 3, 10, 10)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    normalized = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    black = (-mean / std).tolist()
+    soft = relabel(
+        normalized, teacher, epochs=3, batch_size=4, generator=torch.Generator().manual_seed(0),
+        padding=4, mix="mixup", mix_alpha=0.8, fill=black,
+    )  # fmt: skip
+    assert soft.boxes[..., 2:].eq(1).all() and soft.mix_lams.shape == (3, 2)
+    offsets = (soft.boxes[..., :2] * 10).round().long()
+    assert offsets.min() == 0 and offsets.max() == 8  # [0, 2 x padding], both ends drawn
+    assert ((soft.mix_lams > 0) & (soft.mix_lams < 1)).all()
+    for epoch in range(3):
+        order, batches = soft.order[epoch], list(soft.views(normalized, epoch))
+        for b, (views, logits) in enumerate(batches):
+            rows = range(4 * b, min(4 * b + 4, 6))
+            plain = []
+            for position in rows:  # the same view, made by torchvision on the raw pixels
+                top, left = (round(v * 10) for v in soft.boxes[epoch, position, :2].tolist())
+                assert 0 <= top <= 8 and 0 <= left <= 8
+                padded = v2.Pad(4, fill=0)(images[order[position]])
+                view = v2.functional.crop(padded, top, left, 10, 10)
+                view = view.flip(2) if soft.flips[epoch, position] else view
+                plain.append((view - mean.view(3, 1, 1)) / std.view(3, 1, 1))
+            plain = torch.stack(plain)
+            lam, partner = soft.mix_lams[epoch, b], soft.mix_perm[epoch, list(rows)]
+            assert torch.allclose(views, lam * plain + (1 - lam) * plain[partner], atol=1e-5)
+            assert torch.allclose(teacher(views).half().float(), logits.float(), atol=1e-2)
+    again = relabel(
+        normalized, teacher, epochs=3, batch_size=4, generator=torch.Generator().manual_seed(0),
+        padding=4, mix="mixup", mix_alpha=0.8, fill=black,
+    )  # fmt: skip
+    assert torch.equal(again.mix_lams, soft.mix_lams)  # seeded: the same draws
+    restored = type(soft).from_state(soft.state())
+    assert torch.equal(next(restored.views(normalized, 1))[0], next(soft.views(normalized, 1))[0])
+
+
+def test_a_relabel_recipe_outside_the_known_ones_is_one_line():
+    with pytest.raises(UserError, match="method.algorithm.relabel.mix=mixin is invalid") as error:
+        relabel(torch.rand(2, 3, 4, 4), _classifier(), 1, 2, torch.Generator(), mix="mixin")
+    assert "\n" not in str(error.value)
+
+
+def test_the_students_recipe_is_the_benchmarks():
+    """CIFAR: SRe2L's small-dataset recipe; ImageNet: FKD's; eval=kd without SRe2L: ImageNet's."""
+    cifar = compose_config(["experiment=cpu_cifar10", "method=sre2l"])
+    relabel_cfg = cifar.method.algorithm.relabel
+    assert (cifar.eval.epochs, cifar.eval.temperature, relabel_cfg.epochs) == (400, 30.0, 400)
+    assert (relabel_cfg.padding, relabel_cfg.mix, relabel_cfg.mix_alpha) == (4, "mixup", 0.8)
+    imagenet = compose_config(["experiment=paper", "method=sre2l", "dataset=imagenet", "eval=kd"])
+    relabel_cfg = imagenet.method.algorithm.relabel
+    assert (imagenet.eval.epochs, imagenet.eval.temperature) == (300, 20.0)
+    assert (relabel_cfg.padding, relabel_cfg.mix, relabel_cfg.mix_alpha) == (0, "cutmix", 1.0)
+    other = compose_config(["method=dm", "eval=kd"])
+    assert (other.eval.epochs, other.eval.temperature) == (300, 20.0)
+
+
+# relabel(torch.rand(5, 3, 8, 8), _classifier(), 2, 3, torch.Generator().manual_seed(3)) at the
+# commit before the CIFAR recipe: its orders and the second epoch's CutMix boxes.
+ORDER, MIX_BOXES = [[1, 0, 3, 4, 2], [0, 1, 2, 4, 3]], [[0, 0, 2, 2], [3, 4, 7, 8]]
+
+
+def test_the_imagenet_views_are_drawn_as_before_the_cifar_recipe():
+    """The same generator gives the same ImageNet-recipe draws as before the CIFAR recipe existed
+    (values recorded then), and a state saved then (no padding, no Mixup keys) replays them."""
+    soft = relabel(torch.rand(5, 3, 8, 8), _classifier(), 2, 3, torch.Generator().manual_seed(3))
+    assert soft.mix_lams is None and soft.padding == 0
+    assert soft.order.tolist() == ORDER and soft.mix_boxes[1].tolist() == MIX_BOXES
+    old = {k: v for k, v in soft.state().items() if k not in ("padding", "fill", "mix_lams")}
+    again = type(soft).from_state(old)
+    images = torch.rand(5, 3, 8, 8)
+    assert torch.equal(next(again.views(images, 1))[0], next(soft.views(images, 1))[0])
+
+
 @pytest.mark.parametrize("weight", [0, 10], ids=["sre2l", "sre2l+cmi"])
 def test_three_stages_end_to_end_and_evaluate_uses_the_soft_labels(weight, tmp_path, stops):
     from cmidd.synthetic import SyntheticSet
@@ -143,6 +223,7 @@ def test_three_stages_end_to_end_and_evaluate_uses_the_soft_labels(weight, tmp_p
     cfg = compose_config([*SRE2L, f"cmi.weight={weight}"], cache_dir=tmp_path / "cache")
     result = distill(cfg, tmp_path / "run")
     assert result["status"] == "finished"
+    assert list(result["accuracy"]) == ["convnet_bn", "hard/convnet_bn"]  # soft, and hard labels
     cmi = [p["cmi"] for p in result["loss_curve"]]
     assert (min(cmi) > 0) if weight else (max(cmi) == 0)
     saved = SyntheticSet.load(tmp_path / "run" / "synthetic.pt")
@@ -207,3 +288,41 @@ def test_task_teacher_trains_and_caches_one_teacher(tmp_path):
     assert summary["items"] == 1 and 0 <= summary["test_accuracy"][0] <= 1
     written = json.loads((tmp_path / "out" / "pretrained.json").read_text())
     assert "teachers" in written["directory"]
+
+
+def test_proxy_teacher_is_a_pool_of_the_teacher_alone_measured_by_another_seeds(tmp_path):
+    from cmidd import pretrained
+    from cmidd.components import components
+
+    overrides = [o for o in SRE2L if not o.startswith("proxy.")]  # the teacher's own, here
+    cfg = compose_config(
+        [*overrides, "proxy=teacher", "cmi.weight=1"], cache_dir=tmp_path / "cache"
+    )
+    parts = components(cfg)
+    teacher = pretrained.get("teacher", cfg, parts.real, "cpu")
+    (proxy,) = parts.cmi.pool.nets
+    x = parts.real.test_images[:4]
+    assert torch.equal(proxy.embed(x), teacher.embed(x))  # the teacher's penultimate features
+    assert torch.equal(proxy(x), teacher(x))
+    other = parts.cmi.measuring.first  # the teacher of proxy.measure.seed: another network
+    assert not torch.equal(other.embed(x), teacher.embed(x))
+
+
+def test_a_run_saved_before_the_relabel_recipes_resumes_only_under_its_own():
+    from cmidd.checkpoint import differing_keys
+
+    def relabel_cfg(**keys):
+        return {"method": {"algorithm": {"relabel": {"epochs": 3, **keys}}}}
+
+    new = relabel_cfg(padding=0, mix="cutmix", mix_alpha=1.0)
+    assert differing_keys(relabel_cfg(cutmix=True), new) == []
+    assert differing_keys(relabel_cfg(cutmix=False), {**new} | relabel_cfg(mix="none")) == []
+    assert differing_keys(relabel_cfg(cutmix=False), new) == ["method.algorithm.relabel.mix"]
+    cifar = relabel_cfg(padding=4, mix="mixup", mix_alpha=0.8)
+    assert len(differing_keys(relabel_cfg(cutmix=True), cifar)) == 3
+    # eval=kd's hard-label protocol came later: its keys are not a difference for such a run
+    hard = {"eval": {"models": 1, "hard": {"models": 3}}}
+    assert differing_keys({"eval": {"models": 1}}, hard) == []
+    assert differing_keys({"eval": {"models": 1, "hard": {"models": 5}}}, hard) == [
+        "eval.hard.models"
+    ]

@@ -50,6 +50,12 @@ class RealData:
         return tuple(self.train[0].shape[1:])
 
     @property
+    def net_args(self) -> dict:
+        """What a network for these data is built with (cmidd/nets)."""
+        c, h, _ = self.shape
+        return dict(in_channels=c, num_classes=self.num_classes, image_size=h)
+
+    @property
     def meta(self) -> dict:
         """What a proxy or a saved synthetic set must agree with."""
         c, h, _ = self.shape

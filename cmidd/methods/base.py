@@ -216,15 +216,7 @@ class ClassMatching(Method):
 
     def fresh_network(self, name: str):
         """A network of ``make_net`` initialized from (seed, name), on the device."""
-        c, h, _ = self.real.shape
-        return build_seeded(
-            self.make_net,
-            self.seed,
-            name,
-            in_channels=c,
-            num_classes=self.real.num_classes,
-            image_size=h,
-        ).to(self.device)
+        return build_seeded(self.make_net, self.seed, name, **self.real.net_args).to(self.device)
 
     def class_pairs(self, synthetic, net, syn_max: int = None):
         """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class;

@@ -21,7 +21,6 @@ import torch
 from torch.nn import functional as F
 
 from ..batching import infer
-from ..pretrained.proxies import net_args
 from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..synthetic import SyntheticSet
@@ -150,7 +149,7 @@ class Forgetting(Selection):
         self.sgd = dict(lr=lr, momentum=momentum, weight_decay=weight_decay)
 
     def _correctness(self, images, labels) -> torch.Tensor:
-        net = build_seeded(self.make_net, self.seed, "forgetting/net", **net_args(self.real))
+        net = build_seeded(self.make_net, self.seed, "forgetting/net", **self.real.net_args)
         net = net.to(images.device).train()
         optimizer = torch.optim.SGD(net.parameters(), **self.sgd)
         order_gen = generator(self.seed, "forgetting/order")

@@ -48,19 +48,12 @@ class MTT(Method):
             ("batch_syn", 1 if batch_syn is None else batch_syn),
         ):
             check_number(f"method.algorithm.{key}", value, 1, integer=True)
-        c, h, _ = real.shape
         # Only the architecture is used: the parameters come from the experts, then the unroll.
-        self.student = (
-            build_seeded(
-                net, seed, "mtt/student", in_channels=c, num_classes=real.num_classes, image_size=h
-            )
-            .to(device)
-            .train()
-        )
+        self.student = build_seeded(net, seed, "mtt/student", **real.net_args).to(device).train()
         self.names = [name for name, _ in self.student.named_parameters()]
         self.shapes = [p.shape for p in self.student.parameters()]
         self.buffers = dict(self.student.named_buffers())
-        self.augment, self.device = augment, device
+        self.augment, self.device, self.real = augment, device, real
         self.syn_steps, self.expert_epochs = syn_steps, expert_epochs
         self.max_start_epoch, self.batch_syn = max_start_epoch, batch_syn
         self.sampler = generator(seed, "mtt/experts")
@@ -98,12 +91,12 @@ class MTT(Method):
             yield from torch.randperm(n, generator=self.sampler).to(self.device).split(size)
 
     def losses(self, synthetic, iteration: int):
-        expert = torch.randint(len(self.trajectories), (1,), generator=self.sampler).item()
+        buffer = self.plugin.trajectories(synthetic, iteration, self.real)
+        buffer = self.trajectories if buffer is None else buffer  # a plug-in's stage's own
+        expert = torch.randint(len(buffer), (1,), generator=self.sampler).item()
         low, high = self.plugin.start_epochs(iteration) or (0, self.max_start_epoch)
         start = low + torch.randint(high - low, (1,), generator=self.sampler).item()
-        theta_start, theta_target = self.trajectories.segment(
-            expert, start, self.expert_epochs, self.device
-        )
+        theta_start, theta_target = buffer.segment(expert, start, self.expert_epochs, self.device)
         images, labels = synthetic.decoded()
         batch = self.batch_syn
         stage = self.plugin.stage(synthetic, iteration)

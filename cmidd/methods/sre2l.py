@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ..crops import crop_box, resized_crop
 from ..errors import UserError
-from ..relabel import relabel
+from ..relabel import check_recipe, relabel
 from ..runtime import generator
 from .base import Method
 
@@ -86,12 +86,19 @@ class SRe2L(Method):
         relabel: dict = None,
     ):
         """``relabel``: the relabel stage's settings (``cmidd.relabel.relabel``'s epochs,
-        batch_size, crop_scale, cutmix), run by ``finish``."""
+        batch_size, crop_scale, padding, mix, mix_alpha), run by ``finish``."""
         self.real, self.batch_size = real, batch_size
         self.r_bn, self.first_bn_multiplier = r_bn, first_bn_multiplier
         self.jitter, self.flip = tuple(jitter), flip
         self.crop_scale = tuple(crop_scale) if crop else None
         self.relabel = dict(relabel or {})
+        padding = self.relabel.get("padding", 0)
+        check_recipe(padding, self.relabel.get("mix", "cutmix"), self.relabel.get("mix_alpha", 1.0))
+        if padding and real.whitening is not None:  # black is -mean/std only per channel
+            raise UserError(
+                f"method.algorithm.relabel.padding={padding} is invalid with zca.enabled=true: "
+                "the padding is black in normalized pixels, not in whitened ones"
+            )
         self.seed, self.gen = seed, generator(seed, "sre2l/jitter")
 
     def provide(self, teacher: nn.Module) -> None:
@@ -147,10 +154,12 @@ class SRe2L(Method):
         """The relabel stage: the teacher's soft labels on stored views of the set."""
         images, _ = synthetic.decoded()
         log.info("relabelling the set: %s", self.relabel)
+        black = [-m / s for m, s in zip(synthetic.mean, synthetic.std, strict=True)]
         synthetic.relabel = relabel(
             images.detach(),
             self.teacher,
             generator=generator(self.seed, "sre2l/relabel"),
+            fill=black,
             **self.relabel,
         )
 

@@ -3,6 +3,6 @@
 from .base import Plugin
 from .dream import DREAM
 from .iid import IID
-from .seqmatch import SeqMatch
+from .seqmatch import SeqMatch, SeqMatchShared
 
-__all__ = ["DREAM", "IID", "Plugin", "SeqMatch"]
+__all__ = ["DREAM", "IID", "Plugin", "SeqMatch", "SeqMatchShared"]

@@ -22,6 +22,8 @@ needs. The interface, in full:
   it updates (the loop keeps the others fixed and computes CMI on the used ones), and the
   student's batch size; None: all images (SeqMatch, on MTT);
 - ``start_epochs(iteration)``: the range [lo, hi) of MTT's expert start epochs; None: MTT's own;
+- ``trajectories(synthetic, iteration, real)``: the expert trajectories MTT matches in this
+  iteration; None: the run's experts (SeqMatch's later stages have their own);
 - ``state_dict``/``load_state_dict``: what a checkpoint keeps of it.
 """
 
@@ -60,6 +62,9 @@ class Plugin:
         return None
 
     def start_epochs(self, iteration: int):
+        return None
+
+    def trajectories(self, synthetic, iteration: int, real):
         return None
 
     def state_dict(self) -> dict:

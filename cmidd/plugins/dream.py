@@ -22,7 +22,6 @@ import torch
 
 from ..batching import infer
 from ..errors import check_number
-from ..pretrained.proxies import net_args
 from ..runtime import build_seeded, generator
 from .base import Plugin
 
@@ -97,7 +96,7 @@ class DREAM(Plugin):
         if not self.init:
             return None
         if self.init_net is None:  # untrained: it depends on (seed, name) alone
-            net = build_seeded(self.make_net, self.seed, "dream/init", **net_args(real))
+            net = build_seeded(self.make_net, self.seed, "dream/init", **real.net_args)
             self.init_net = net.to(real.test_images.device).eval()
         images = real.train[c]
         chosen = representatives(embed_all(self.init_net, images), n, self.generator)

@@ -19,7 +19,6 @@ from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..train import accuracy, train_classifier
 from .kind import Kind, make_net
-from .proxies import net_args
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def flat_parameters(net) -> torch.Tensor:
 def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
     images, labels = train_set()
     recipe = OmegaConf.to_container(node.recipe, resolve=True)
-    net = build_seeded(make_net(node), node.seed, f"expert/{i}", **net_args(real)).to(device)
+    net = build_seeded(make_net(node), node.seed, f"expert/{i}", **real.net_args).to(device)
     snapshots = [flat_parameters(net)]
     report = epoch_logger(log, f"expert {i}", recipe["epochs"])
 

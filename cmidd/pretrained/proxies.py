@@ -5,18 +5,21 @@ proxies' weights: proxy ``i`` depends only on (pool seed, i), so pools grow with
 A run loads the pool once, into memory.
 """
 
+import copy
 import logging
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..errors import check_number
+from ..errors import UserError, check_number
 from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..train import accuracy, train_classifier
 from .kind import Kind, make_net
 from .store import StoreError
+from .teachers import KIND as TEACHERS
 
 log = logging.getLogger(__name__)
 
@@ -41,17 +44,14 @@ class ProxyPool:
         return self.nets[torch.randint(len(self.nets), (1,), generator=gen).item()]
 
 
-def net_args(real) -> dict:
-    c, h, _ = real.shape
-    return dict(in_channels=c, num_classes=real.num_classes, image_size=h)
-
-
 def random_pool(node: DictConfig, real, device) -> ProxyPool:
     """Untrained proxies with varying initializations (the paper's Table 7 without "PT")."""
+    if node.get("from_teacher"):
+        raise UserError("cmi.pretrained=false is invalid with proxy=teacher: a teacher is trained")
     check_number("proxy.pool_size", node.pool_size, 1, integer=True)
     return ProxyPool(
         [
-            build_seeded(make_net(node), node.seed, f"proxy/{i}", **net_args(real)).to(device)
+            build_seeded(make_net(node), node.seed, f"proxy/{i}", **real.net_args).to(device)
             for i in range(node.pool_size)
         ]
     )
@@ -60,7 +60,7 @@ def random_pool(node: DictConfig, real, device) -> ProxyPool:
 def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
     images, labels = train_set()
     recipe = OmegaConf.to_container(node.recipe, resolve=True)
-    net = build_seeded(make_net(node), node.seed, f"proxy/{i}", **net_args(real)).to(device)
+    net = build_seeded(make_net(node), node.seed, f"proxy/{i}", **real.net_args).to(device)
     train_classifier(
         net,
         images,
@@ -86,13 +86,38 @@ def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
 def _load(node: DictConfig, real, device, states: list) -> ProxyPool:
     nets = []
     for state in states:
-        net = make_net(node)(**net_args(real))
+        net = make_net(node)(**real.net_args)
         net.load_state_dict(state)
         nets.append(net.to(device))
     return ProxyPool(nets)
 
 
-KIND = Kind(
+@dataclass(frozen=True)
+class ProxyKind(Kind):
+    def build(self, cfg: DictConfig, real, device, store=None) -> list:
+        if cfg.proxy.get("from_teacher"):
+            raise UserError(
+                "task=pretrain proxy=teacher is invalid: the pool is the teacher; build it "
+                f"with task=teacher teacher.seed={cfg.proxy.seed}"
+            )
+        return super().build(cfg, real, device, store)
+
+    def get(self, cfg: DictConfig, real, device):
+        """The pool of ``proxy=...``; ``proxy=teacher``: the teacher of seed ``proxy.seed`` alone
+        (``teacher=...``: SRe2L's squeeze stage), as a pool of one."""
+        if not cfg.proxy.get("from_teacher"):
+            return super().get(cfg, real, device)
+        if cfg.proxy.pool_size != 1:  # a preset's pool size is for pools of proxies
+            log.info(
+                "proxy=teacher: a pool of one (proxy.pool_size=%s does not apply)",
+                cfg.proxy.pool_size,
+            )
+        source = copy.deepcopy(cfg)
+        source.teacher.seed = cfg.proxy.seed
+        return ProxyPool([TEACHERS.get(source, real, device)])
+
+
+KIND = ProxyKind(
     group="proxy",
     subdir="proxies",
     prefix="proxy",

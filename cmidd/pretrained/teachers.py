@@ -21,7 +21,6 @@ from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..train import CosineSchedule, accuracy, train_classifier
 from .kind import Kind, make_net
-from .proxies import net_args
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ def frozen(net):
 def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
     images, labels = train_set()
     recipe = OmegaConf.to_container(node.recipe, resolve=True)
-    net = build_seeded(make_net(node), node.seed, f"teacher/{i}", **net_args(real)).to(device)
+    net = build_seeded(make_net(node), node.seed, f"teacher/{i}", **real.net_args).to(device)
     train_classifier(
         net,
         images,
@@ -56,7 +55,7 @@ def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
 
 
 def _load(node: DictConfig, real, device, states: list):
-    net = make_net(node)(**net_args(real))
+    net = make_net(node)(**real.net_args)
     net.load_state_dict(states[0])
     return frozen(net.to(device))
 
@@ -74,7 +73,7 @@ def from_file(node: DictConfig, real, device):
     if not isinstance(state, dict):
         raise UserError(f"teacher.weights={path} holds no state dict ({type(state).__name__})")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    net = make_net(node)(**net_args(real))
+    net = make_net(node)(**real.net_args)
     try:
         net.load_state_dict(state)
     except RuntimeError as error:

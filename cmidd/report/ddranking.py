@@ -12,9 +12,11 @@ aug_robust.py L577-580), from accuracies as fractions in [0, 1], as the docs def
 with w = g = 0.5 (the leaderboard's). LRS and ARS lie in [0, 1] for fractions (DD-Ranking's
 code passes percentages, which leaves that range; the docs' fractions are followed here), and
 are computed per seed and then averaged, as DD-Ranking averages them over its evaluation runs.
-In cmidd every protocol but ``eval=kd`` trains on hard labels, so ``any`` is ``hard`` there; the
-random set is the random real images of the same IPC (``method=random``), and the full data are
-the whole training split under the same protocol (``method=whole_dataset``).
+In cmidd every protocol but ``eval=kd`` trains on hard labels, so ``any`` is ``hard`` there;
+under ``eval=kd`` ``any`` is the soft-label students' accuracy and ``hard`` the same students'
+on hard labels (``hard/<arch>``, its ``eval.hard``). The random set is the random real images of
+the same IPC (``method=random``), and the full data are the whole training split under the same
+protocol (``method=whole_dataset``).
 """
 
 import math
@@ -30,9 +32,10 @@ def _normalized(x: float) -> float:
     return (math.exp(x) - math.exp(-1)) / _SCALE
 
 
-def label_robust(full: float, syn: float, random: float, w: float = 0.5) -> dict:
-    """HLR, IOR and LRS of one evaluation (accuracies as fractions)."""
-    hlr, ior = full - syn, syn - random
+def label_robust(full: float, syn: float, random: float, w: float = 0.5, syn_hard=None) -> dict:
+    """HLR, IOR and LRS of one evaluation (accuracies as fractions); ``syn_hard``: the set's
+    hard-label accuracy where ``syn`` is not one (soft labels)."""
+    hlr, ior = full - (syn if syn_hard is None else syn_hard), syn - random
     return {"hlr": hlr, "ior": ior, "lrs": _normalized(w * ior - (1 - w) * hlr)}
 
 
@@ -41,18 +44,25 @@ def augmentation_robust(syn_aug, random_aug, syn_plain, random_plain, g: float =
     return _normalized(g * (syn_aug - random_aug) + (1 - g) * (syn_plain - random_plain))
 
 
-def _by_seed(runs: list) -> dict:
-    return {r.seed: accuracy(r)[0] for r in runs if r.ok and accuracy(r)[0] is not None}
+def hard_accuracy(run):
+    """The run's hard-label accuracy: its ``hard/<arch>`` entry (``eval=kd``), else its first."""
+    hard = next((k for k in run.results.get("accuracy") or {} if k.startswith("hard/")), None)
+    return accuracy(run, hard)[0]
+
+
+def _by_seed(runs: list, read=lambda run: accuracy(run)[0]) -> dict:
+    return {r.seed: read(r) for r in runs if r.ok and read(r) is not None}
 
 
 def scores(method_runs: list, random_runs: list, whole_runs: list) -> dict:
     """Mean and (population) std over the seeds all three have of HLR, IOR and LRS, in points
     for HLR and IOR and as a fraction for LRS, and the seeds; None when no seed is shared."""
     syn, random, whole = (_by_seed(r) for r in (method_runs, random_runs, whole_runs))
+    hard = _by_seed(method_runs, hard_accuracy)
     seeds = sorted(syn.keys() & random.keys() & whole.keys())
     if not seeds:
         return None
-    per_seed = [label_robust(whole[s], syn[s], random[s]) for s in seeds]
+    per_seed = [label_robust(whole[s], syn[s], random[s], syn_hard=hard[s]) for s in seeds]
     summary = {"seeds": seeds}
     for name in ("hlr", "ior", "lrs"):
         values = [p[name] * (100 if name != "lrs" else 1) for p in per_seed]

@@ -190,7 +190,12 @@ def table5(runs: list) -> str:
     return _markdown(["method"] + columns, _method_rows(runs, columns, part))
 
 
-TECHNIQUES = {"iid": "IID", "dream": "DREAM", "seqmatch": "SeqMatch"}
+TECHNIQUES = {
+    "iid": "IID",
+    "dream": "DREAM",
+    "seqmatch": "SeqMatch",
+    "seqmatch_shared": "SeqMatch (shared experts, a variant)",
+}
 
 
 def _plugin(run) -> str:
