@@ -166,10 +166,9 @@ def _mtt_child(spec: dict) -> dict:
 
     device = resolve_device(spec["device"])
     make = instantiate(spec["net"])
-    real = SimpleNamespace(shape=(3, 32, 32), num_classes=spec["classes"])
-    start = flat_parameters(
-        build_seeded(make, 0, "expert", in_channels=3, num_classes=spec["classes"], image_size=32)
-    )
+    net_args = dict(in_channels=3, num_classes=spec["classes"], image_size=32)
+    real = SimpleNamespace(shape=(3, 32, 32), num_classes=spec["classes"], net_args=net_args)
+    start = flat_parameters(build_seeded(make, 0, "expert", **net_args))
     trajectories = Trajectories(
         [torch.stack([start, start, start + 0.01 * torch.randn_like(start)])]
     )

@@ -69,8 +69,6 @@ REMOVED = (
     "method.algorithm.relabel.cutmix",
 )
 
-SHARED = "cmidd.plugins.SeqMatchShared"
-
 # Keys that follow ``iterations`` and so refuse an extended run, with the reason.
 WHY = {
     "plugin.technique.iterations": "the technique's stages are shared out over the run's "
@@ -107,8 +105,11 @@ def differing_keys(saved: dict, current: dict, unused: tuple = ()) -> list:
         saved = {**saved, "plugin": current["plugin"]}  # from before plug-ins: it ran without one
     a, b = flatten(saved), flatten(current)
     if a.get("plugin.name") == "seqmatch" and "plugin.technique.experts" not in a:
-        # before the reference's per-stage experts, plugin=seqmatch was today's variant
-        a |= {"plugin.name": "seqmatch_shared", "plugin.technique._target_": SHARED}
+        # before the reference's per-stage experts, plugin=seqmatch was today's variant (the
+        # option's name decides its class)
+        a = {**a, "plugin.name": "seqmatch_shared"}
+        a.pop("plugin.technique._target_", None)
+        b = {k: v for k, v in b.items() if k != "plugin.technique._target_"}
     copies = {
         key + k[len(source) :]: v
         for key, source in COPIED.items()

@@ -138,7 +138,7 @@ def test_no_group_option_is_named_like_a_yaml_boolean():
 
 @pytest.mark.parametrize(
     "method,iterations,weight",
-    [("dm", 600, 300), ("dsa", 40, 3000), ("idc", 20, 15), ("idm", 200, 30)],
+    [("dm", 600, 300), ("dsa", 40, "auto"), ("idc", 20, "auto"), ("idm", 200, "auto")],
 )
 def test_cpu_cifar10_preset_scales_down_and_sets_its_own_weights(method, iterations, weight):
     cfg = compose_config(["experiment=cpu_cifar10", f"method={method}"])
@@ -180,7 +180,7 @@ def test_cfg_job_resolve_shows_the_weight_the_pool_identity_and_the_sizes(tmp_pa
     )
     assert done.returncode == 0, done.stderr[-2000:]
     cfg = yaml.safe_load(done.stdout)
-    assert cfg["cmi"]["weight"] == 3000 and cfg["iterations"] == 40
+    assert cfg["cmi"]["weight"] == "auto" and cfg["iterations"] == 40
     assert cfg["method"]["algorithm"]["batch_real"] == 64 and cfg["proxy"]["pool_size"] == 4
     assert cfg["method"]["algorithm"]["loops"] == [10, 50] and cfg["eval"]["epochs"] == 300
     key = cfg["proxy"]["cache_key"]

@@ -33,7 +33,7 @@ def test_table1_finishes_every_job_on_the_default_data(tmp_path, cache):
         path.parent.parent.name: json.loads(path.read_text())["status"]
         for path in sweep.glob("*/seed=0/results.json")
     }
-    assert len(statuses) == 20, statuses
+    assert len(statuses) == 22, statuses  # 11 method options (the whole dataset too) x 2 cmi
     assert all(s == "finished" or s.startswith("skipped") for s in statuses.values()), statuses
     assert f"sweep results in {sweep}" in done.stderr
     assert f"report: python -m cmidd.report {sweep}" in done.stderr
