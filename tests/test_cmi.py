@@ -101,7 +101,7 @@ def test_finite_for_extreme_outputs():
         )
 
 
-def test_term_uses_the_configured_space_and_draws_proxies():
+def test_term_uses_the_configured_space_and_draws_proxies(monkeypatch):
     nets = [torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5)) for _ in range(3)]
     for net in nets:
         net.embed = lambda x, net=net: net[0](x) * 2.0  # a "feature" space distinct from forward
@@ -121,6 +121,9 @@ def test_term_uses_the_configured_space_and_draws_proxies():
     assert feature.measure(images, labels, in_pool=True) == pytest.approx(
         empirical_cmi(nets[0].embed(images), labels).item()
     )
+    whole = feature.measure(images, labels)
+    monkeypatch.setattr("cmidd.cmi.MEASURE_CHUNK", 3)  # in chunks, as the whole training split
+    assert feature.measure(images, labels) == pytest.approx(whole)
     assert probability.measure(images, labels) == pytest.approx(
         empirical_cmi(nets[2](images), labels).item()
     )
