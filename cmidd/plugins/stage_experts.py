@@ -20,9 +20,8 @@ from pathlib import Path
 
 import torch
 
-from ..pretrained.experts import Trajectories, flat_parameters
+from ..pretrained.experts import Trajectories, trajectory
 from ..pretrained.store import Store
-from ..progress import epoch_logger
 from ..runtime import build_seeded, generator
 from ..train import StepSchedule, train_classifier
 
@@ -90,26 +89,10 @@ def stage_trajectories(stage: int, subsets: list, lrs: list, real, make_net, set
         net = build_seeded(make_net, setup["seed"], name, **real.net_args).to(device)
         gen = generator(setup["seed"], name)
         warm_start(net, subsets, lrs, init, gen, setup["augment"])
-        snapshots = [flat_parameters(net)]
-        report = epoch_logger(log, f"stage {stage} expert {i}", setup["epochs"])
-
-        def record(epoch):
-            snapshots.append(flat_parameters(net))
-            report(epoch)
-
-        train_classifier(
-            net,
-            *train_set,
-            setup["epochs"],
-            lr=recipe["lr"],
-            momentum=recipe["momentum"],
-            weight_decay=recipe["weight_decay"],
-            batch_size=recipe["batch_size"],
-            generator=gen,
-            augment=setup["augment"],
-            on_epoch=record,
-        )
-        return torch.stack(snapshots), {"stage": stage, "lrs": [float(lr) for lr in lrs]}
+        recipe = {**setup["recipe"], "epochs": setup["epochs"]}
+        label = f"stage {stage} expert {i}"
+        snapshots = trajectory(net, *train_set, recipe, gen, setup["augment"], label)
+        return snapshots, {"stage": stage, "lrs": [float(lr) for lr in lrs]}
 
     log.info("SeqMatch stage %d: %d experts in %s", stage, setup["count"], store.directory)
     store.build(setup["count"], real.meta, make)

@@ -28,12 +28,11 @@ def flat_parameters(net) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in net.parameters()]).cpu()
 
 
-def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
-    images, labels = train_set()
-    recipe = OmegaConf.to_container(node.recipe, resolve=True)
-    net = build_seeded(make_net(node), node.seed, f"expert/{i}", **real.net_args).to(device)
+def trajectory(net, images, labels, recipe: dict, gen, augment, name: str) -> torch.Tensor:
+    """Train ``net`` with an expert ``recipe`` (epochs, lr, momentum, weight_decay, batch_size)
+    and return its flat parameters at the start and after every epoch, [epochs + 1, P]."""
     snapshots = [flat_parameters(net)]
-    report = epoch_logger(log, f"expert {i}", recipe["epochs"])
+    report = epoch_logger(log, name, recipe["epochs"])
 
     def record(epoch):
         snapshots.append(flat_parameters(net))
@@ -44,22 +43,33 @@ def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
         images,
         labels,
         recipe["epochs"],
-        generator=generator(node.seed, f"expert/{i}"),
+        generator=gen,
         lr=recipe["lr"],
         momentum=recipe["momentum"],
         weight_decay=recipe["weight_decay"],
         batch_size=recipe["batch_size"],
-        augment=instantiate(node.recipe.augment),
+        augment=augment,
         on_epoch=record,
+    )
+    return torch.stack(snapshots)
+
+
+def _train(node: DictConfig, real, device, train_set, i: int) -> tuple:
+    images, labels = train_set()
+    recipe = OmegaConf.to_container(node.recipe, resolve=True)
+    net = build_seeded(make_net(node), node.seed, f"expert/{i}", **real.net_args).to(device)
+    augment = instantiate(node.recipe.augment)
+    snapshots = trajectory(
+        net, images, labels, recipe, generator(node.seed, f"expert/{i}"), augment, f"expert {i}"
     )
     test = accuracy(net, real.test_images, real.test_labels)
     log.info("expert %d trained for %d epochs: test accuracy %.4f", i, recipe["epochs"], test)
-    return torch.stack(snapshots), {
+    return snapshots, {
         "net": OmegaConf.to_container(node.net, resolve=True),
         "recipe": recipe,
         "seed": node.seed,
         "epochs": recipe["epochs"],
-        "parameters": len(snapshots[0]),
+        "parameters": snapshots.shape[1],
         "test_accuracy": test,
     }
 
