@@ -75,6 +75,15 @@ log = logging.getLogger(__name__)
 MEASURE_CHUNK = 1024  # images per proxy forward pass when measuring a set's CMI
 
 
+@torch.no_grad()
+def set_cmi(outputs, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """A set's CMI_emp under ``outputs`` (a proxy's ``embed`` or ``forward``), detached. In
+    chunks: a set as large as the training split (method=whole_dataset) in one forward pass
+    would need gigabytes of activations; without gradients the result is the same."""
+    embedded = torch.cat([outputs(chunk) for chunk in images.split(MEASURE_CHUNK)])
+    return empirical_cmi(embedded, labels).item()
+
+
 class CMITerm:
     """The CMI regularizer of Eq. 11 with its schedule, built from ``cmi=...`` (conf/cmi/) and a
     seeded ``generator``; every run has one (``cmi=none``: weight 0).
@@ -166,13 +175,7 @@ class CMITerm:
         """The set's CMI under the measuring pool's first proxy (``in_pool``: the first proxy
         of the pool the term optimizes against, the value earlier versions reported)."""
         pool = self.pool if in_pool else self.measuring
-        if pool is None:
-            return None
-        # In chunks: a set as large as the training split (method=whole_dataset) in one forward
-        # pass would need gigabytes of activations; without gradients the result is the same.
-        outputs = getattr(pool.first, self.method)
-        embedded = torch.cat([outputs(chunk) for chunk in images.split(MEASURE_CHUNK)])
-        return empirical_cmi(embedded, labels).item()
+        return None if pool is None else set_cmi(getattr(pool.first, self.method), images, labels)
 
     def state_dict(self) -> dict:
         """The proxy draws' generator and ``auto``'s state (between iterations)."""

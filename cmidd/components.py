@@ -131,7 +131,7 @@ def _term_pool(cfg: DictConfig, term, loaded: dict, real, device):
         return None
 
 
-def _measuring_pool(cfg: DictConfig, real, device):
+def measuring_pool(cfg: DictConfig, real, device):
     """The pool that measures the set's CMI: ``proxy.measure.size`` proxies of the recipe the
     term's pool has, from seed ``proxy.measure.seed``, so none was optimized against; None
     (with a warning naming the command that builds it) when it is missing."""
@@ -190,7 +190,7 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     loaded = {kind: pretrained.get(kind, cfg, real, device) for kind in kinds}
     method.provide(**{kind: loaded[kind] for kind in method.needs})
     plugin.provide(**{kind: loaded[kind] for kind in plugin.needs})
-    term.use(_term_pool(cfg, term, loaded, real, device), _measuring_pool(cfg, real, device))
+    term.use(_term_pool(cfg, term, loaded, real, device), measuring_pool(cfg, real, device))
     synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
     optimizer = method.optimizer(synthetic)
     return Parts(

@@ -150,8 +150,9 @@ class SyntheticSet(nn.Module):
     def by_class(self, label: int) -> torch.Tensor:
         return self.images[self.labels == label]
 
-    def denormalized(self) -> torch.Tensor:
-        images = self.images.detach()
+    def denormalized(self, images: torch.Tensor = None) -> torch.Tensor:
+        """The stored images (or ``images`` in the same space) as pixels in [0, 1]."""
+        images = (self.images if images is None else images).detach()
         if self.whitening is not None:
             images = self.whitening.inverse_transform(images)
         return denormalize(images, self.mean, self.std).clamp(0, 1)

@@ -2,6 +2,7 @@
 and run."""
 
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -19,7 +20,6 @@ from .loggers import chosen, run_labels
 from .manifest import manifest
 from .overrides import pasteable
 from .runtime import resolve_device
-from .synthetic import SyntheticSet, check_fits
 from .validate import check_data_source, check_device, combination
 
 log = logging.getLogger(__name__)
@@ -145,9 +145,7 @@ def evaluate(cfg: DictConfig, out_dir: Path) -> dict:
 
 def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
-    synthetic = SyntheticSet.load(Path(cfg.synthetic).expanduser(), device)
-    real = load_real(cfg, device)
-    check_fits(cfg.synthetic, synthetic, real)
+    synthetic, real = read_set(cfg, device)
     images, labels = synthetic.train_set()
     stream = f"eval/{synthetic.meta.get('iteration', 0)}"
     soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
@@ -168,6 +166,33 @@ def _evaluate(cfg: DictConfig, out_dir: Path, evaluator, device) -> dict:
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
     log.info("results in %s", out_dir.resolve())
     return results
+
+
+def read_set(cfg: DictConfig, device) -> tuple:
+    """``synthetic=<path>`` read with ``format=...`` into the dataset's space, and the data."""
+    reader = built(lambda: instantiate(cfg.format.file), cfg.format.file, "format.file")
+    real = load_real(cfg, device)
+    return reader.read(Path(cfg.synthetic).expanduser(), real), real
+
+
+def export(cfg: DictConfig, out_dir: Path) -> dict:
+    """Write ``synthetic=<path>`` (read with ``format=...``) as ``export=...`` writes sets, into
+    ``export.to`` (default: ``<run dir>/<format>``)."""
+    if not cfg.get("synthetic"):
+        raise UserError("task=export needs synthetic=<path> (and export=image_folder|mtt|vico)")
+    check_device(cfg.device)
+    writer = built(lambda: instantiate(cfg.export.file), cfg.export.file, "export.file")
+    synthetic, _ = read_set(cfg, resolve_device(cfg.device))
+    to = Path(cfg.export.to).expanduser() if cfg.export.to else out_dir / cfg.export.name
+    if to.exists() and any(to.iterdir()):
+        raise UserError(f"export.to={to} is not empty: choose an empty or new folder")
+    partial = to.with_name(f"{to.name}.partial")  # a failure leaves no half-written set at `to`
+    shutil.rmtree(partial, ignore_errors=True)
+    writer.write(synthetic, partial)
+    shutil.rmtree(to, ignore_errors=True)
+    partial.rename(to)
+    log.info("%s written as format=%s in %s", cfg.synthetic, cfg.export.name, to.resolve())
+    return {"to": str(to), "format": cfg.export.name}
 
 
 def build_pretrained(cfg: DictConfig, out_dir: Path, kind: str) -> dict:

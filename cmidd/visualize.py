@@ -22,12 +22,11 @@ from omegaconf import DictConfig
 from . import batching
 from .checkpoint import flatten
 from .cmi import empirical_cmi
-from .components import load_real, proxy_pool
+from .components import built, load_real, proxy_pool
 from .errors import UserError
 from .files import write_json
 from .neutral import HOW
 from .runtime import resolve_device
-from .synthetic import SyntheticSet, check_fits
 from .validate import check_device
 
 matplotlib.use("Agg")
@@ -140,10 +139,9 @@ def visualize(cfg: DictConfig, out_dir: Path, proxy_index: int = 0) -> dict:
     device = resolve_device(cfg.device)
     batching.from_config(cfg)
     paths = [Path(p).expanduser() for p in cfg.sets]
-    synthetic = [SyntheticSet.load(p, device) for p in paths]
+    reader = built(lambda: instantiate(cfg.format.file), cfg.format.file, "format.file")
     real = load_real(cfg, device)
-    for path, s in zip(paths, synthetic, strict=True):
-        check_fits(path, s, real)
+    synthetic = [reader.read(p, real) for p in paths]
     pool = proxy_pool(cfg, real, device)
     if not 0 <= proxy_index < len(pool):
         raise UserError(

@@ -71,6 +71,39 @@ def test_iid_adds_its_weighted_terms_to_each_class_of_dm_and_idm(tiny, method, w
     assert plugin.proxy in plugin.pool.nets  # L_CC is in a pre-trained proxy's features
 
 
+def test_iid_ratio_makes_each_term_a_ratio_of_the_matching_loss_at_iteration_0():
+    """The rescaling rule on a constructed case: at iteration 0 each class's centralization term
+    is 0.5 x its matching loss; from iteration 1 its weight is 0.5 x sum L_match / sum L_CC of
+    iteration 0; the covariance term, without a ratio, keeps its weight throughout."""
+    from cmidd.plugins.iid import IID
+
+    class Pool:  # a proxy whose features are the images themselves
+        def sample(self, g):
+            return type("Proxy", (), {"embed": staticmethod(lambda x: x.flatten(1))})()
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 1))  # feature maps of 2 channels
+    g = generator(0, "test")
+    data = [
+        (torch.randn(6, 8, generator=g), torch.randn(3, 8, generator=g) * (c + 1)) for c in (0, 1)
+    ]
+    images = [torch.randn(3, 1, 2, 2, generator=g) * (c + 2) for c in (0, 1)]
+    iid = IID(0.05, 0.01, seed=0, ratio={"centralization": 0.5, "covariance": None})
+    iid.provide(Pool())
+    matches = [(r.mean(0) - s.mean(0)).pow(2).sum() for r, s in data]
+    terms = [centralization(x.flatten(1)) for x in images]
+    gaps = [covariance_gap(feature_map(net, r), feature_map(net, s)) for r, s in data]
+    for iteration in (0, 1):
+        iid.begin(iteration)
+        for c, ((real, syn), x) in enumerate(zip(data, images, strict=True)):
+            weight = (
+                0.5 * matches[c] / terms[c] if iteration == 0 else iid.weights["centralization"]
+            )
+            expected = weight * terms[c] + 0.01 * gaps[c]
+            assert torch.allclose(iid.class_loss(c, net, real, syn, x), expected)
+    assert iid.weights["centralization"] == pytest.approx(0.5 * sum(matches) / sum(terms))
+    assert iid.weights["covariance"] == 0.01
+
+
 @pytest.mark.parametrize("method", ["dsa", "idc"])
 def test_a_technique_on_a_method_it_does_not_plug_into_is_a_one_line_error(app_error, method):
     status, line = app_error(f"method={method}", "plugin=iid")

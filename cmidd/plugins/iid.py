@@ -20,7 +20,15 @@ Both are on the augmented batches the method matches, and the total is
 L_DM + centralization * L_CC + covariance * L_CM with the reference's fixed weights
 (conf/plugin/iid.yaml). The paper's third relation, pushing a class away from the others, is not
 in the reference code, so it is not here either.
+
+The reference's weights were set for its features (globally pooled 512-d ResNet-18 features of
+proxies trained 40 epochs); in other features the same weight is another strength. ``ratio``
+rescales a term instead: at iteration 0 each class's term is ``ratio`` times its feature-matching
+loss L_match = || mean f_real - mean f_syn ||^2 (the part DM and IDM share), and from iteration
+1 the weight is ratio * sum_c L_match / sum_c term over iteration 0's classes, fixed for the run.
 """
+
+import logging
 
 import torch
 from torch import nn
@@ -28,6 +36,9 @@ from torch import nn
 from ..errors import check_number
 from ..runtime import generator
 from .base import Plugin
+
+log = logging.getLogger(__name__)
+TERMS = ("centralization", "covariance")
 
 
 def feature_map(net: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -58,31 +69,74 @@ class IID(Plugin):
     needs = ("proxy",)
     per_class = True
 
-    def __init__(self, centralization: float, covariance: float, seed: int):
-        self.centralization = float(
-            check_number("plugin.technique.centralization", centralization, 0)
-        )
-        self.covariance = float(check_number("plugin.technique.covariance", covariance, 0))
+    def __init__(self, centralization: float, covariance: float, seed: int, ratio: dict = None):
+        self.weights = {
+            "centralization": float(
+                check_number("plugin.technique.centralization", centralization, 0)
+            ),
+            "covariance": float(check_number("plugin.technique.covariance", covariance, 0)),
+        }
+        self.ratio = {
+            k: float(check_number(f"plugin.technique.ratio.{k}", v, 0))
+            for k, v in (ratio or {}).items()
+            if v is not None
+        }
+        self.sums = {k: 0.0 for k in ("match", *self.ratio)}  # iteration 0's, while calibrating
         self.pool, self.generator, self.proxy = None, generator(seed, "iid/proxy"), None
+        self.iteration = 0
 
     def provide(self, proxy) -> None:
         self.pool = proxy
 
+    def uses(self, term: str) -> bool:
+        return self.weights[term] > 0 or term in self.ratio
+
     def begin(self, iteration: int) -> None:
-        if self.centralization > 0:
+        if self.iteration == 0 and iteration > 0 and self.ratio:
+            self.calibrate()
+        self.iteration = iteration
+        if self.uses("centralization"):
             self.proxy = self.pool.sample(self.generator)
 
+    def calibrate(self) -> None:
+        """The weights that made each term ``ratio`` times L_match over iteration 0's classes."""
+        for term, r in self.ratio.items():
+            total = self.sums[term]
+            self.weights[term] = r * self.sums["match"] / total if total > 0 else 0.0
+            log.info(
+                "IID %s weight %.4g: %.4g x L_match at iteration 0", term, self.weights[term], r
+            )
+
     def class_loss(self, c: int, net, real, syn, syn_images):
+        terms = {}
+        if self.uses("covariance"):
+            terms["covariance"] = covariance_gap(feature_map(net, real), feature_map(net, syn))
+        if self.uses("centralization"):
+            terms["centralization"] = centralization(self.proxy.embed(syn_images))
+        calibrating = self.iteration == 0 and self.ratio
+        if calibrating:
+            match = (real.mean(0) - syn.mean(0)).pow(2).sum().item()
+            self.sums["match"] += match
         loss = 0.0
-        if self.covariance > 0:
-            gap = covariance_gap(feature_map(net, real), feature_map(net, syn))
-            loss = loss + self.covariance * gap
-        if self.centralization > 0:
-            loss = loss + self.centralization * centralization(self.proxy.embed(syn_images))
+        for term, value in terms.items():
+            weight = self.weights[term]
+            if calibrating and term in self.ratio:
+                size = value.item()
+                self.sums[term] += size
+                weight = self.ratio[term] * match / size if size > 0 else 0.0
+            loss = loss + weight * value
         return loss
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
+        return {
+            "generator": self.generator.get_state(),
+            "weights": dict(self.weights),
+            "sums": dict(self.sums),
+            "iteration": self.iteration,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+        self.weights.update(state.get("weights", {}))
+        self.sums.update(state.get("sums", {}))
+        self.iteration = state.get("iteration", self.iteration)

@@ -1,0 +1,138 @@
+"""What every reader of a set file shares: loading without unpickling, the move from the file's
+space into the dataset's, and the one-line refusals of a set that does not fit."""
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError, describe
+from ..runtime import generator
+from ..synthetic import SyntheticSet
+
+log = logging.getLogger(__name__)
+
+# A set whose channel statistics in the dataset's space are further than this from the real
+# images' was read in the wrong space: pixels read as normalized images (a channel std 0.2 of
+# the real images' on CIFAR-10, 0.38 on digits) or normalized images read as pixels (5 and 2.7
+# times). Distilled sets seen so far stay within 2x (format.file.check_statistics=false skips it).
+STD_RATIO = 2.5
+MEAN_OFFSET = 1.5  # in real-image standard deviations
+
+
+def load_tensors(path: Path):
+    """A file written by ``torch.save`` of tensors, lists, dicts and numbers, read with
+    ``weights_only=True``: a file that needs arbitrary objects unpickled is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 -- missing, truncated, or pickled objects
+        raise UserError(f"synthetic={path} cannot be read as tensors: {describe(error)}") from None
+
+
+def normalization(mean, std, channels: int, path) -> tuple:
+    """The mean and std the file's images were normalized with, which the file does not say."""
+    if mean is None or std is None:
+        raise UserError(
+            f"format.file.mean={mean}, format.file.std={std}: synthetic={path} does not say how "
+            "its images were normalized and this format has no entry for the dataset; pass the "
+            "reference code's values, e.g. format.file.mean=[0.4914,0.4822,0.4465] "
+            "format.file.std=[0.2023,0.1994,0.2010]"
+        )
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(
+            f"format.file.mean={list(mean)}, format.file.std={list(std)}: the dataset's images "
+            f"have {channels} channels"
+        )
+    return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def from_pixels(pixels: torch.Tensor, real) -> torch.Tensor:
+    """Images in [0, 1] in the dataset's space: normalized, or whitened where its data are."""
+    if real.whitening is not None:
+        with torch.no_grad():
+            return real.whitening(pixels)
+    mean = torch.tensor(real.mean).view(1, -1, 1, 1)
+    std = torch.tensor(real.std).view(1, -1, 1, 1)
+    return (pixels - mean) / std
+
+
+def into_dataset_space(images, mean, std, zca: bool, real, path) -> torch.Tensor:
+    """The file's images (normalized with ``mean`` and ``std``, or ZCA-whitened when ``zca``)
+    in the dataset's space."""
+    if zca is None:
+        raise UserError(
+            f"format.file.zca=null: say whether synthetic={path} holds ZCA-whitened images "
+            "(true when the run that made it used --zca, as MTT's CIFAR runs do) or not (false)"
+        )
+    if zca:
+        if real.whitening is None:
+            raise UserError(
+                f"format.file.zca=true: synthetic={path} holds ZCA-whitened images, but this "
+                "run's data are not whitened: add zca.enabled=true"
+            )
+        return images.float()
+    mean, std = normalization(mean, std, images.shape[1], path)
+    if real.whitening is None and (mean, std) == (tuple(real.mean), tuple(real.std)):
+        return images.float()
+    pixels = images.float() * torch.tensor(std).view(1, -1, 1, 1)
+    return from_pixels(pixels + torch.tensor(mean).view(1, -1, 1, 1), real)
+
+
+def check_statistics(images: torch.Tensor, real, path, seed: int = 0) -> None:
+    """Refuse a set read in the wrong space (see STD_RATIO), comparing its channels with 20
+    real training images per class."""
+    sample = torch.cat(
+        [real.sample(c, 20, generator(seed, f"format/{c}")) for c in range(real.num_classes)]
+    ).cpu()
+    ours, theirs = images.cpu().transpose(0, 1).flatten(1), sample.transpose(0, 1).flatten(1)
+    ratio = ours.std(1) / theirs.std(1)
+    offset = (ours.mean(1) - theirs.mean(1)).abs() / theirs.std(1)
+    if (ratio > STD_RATIO).any() or (ratio < 1 / STD_RATIO).any() or (offset > MEAN_OFFSET).any():
+        raise UserError(
+            f"synthetic={path} does not look normalized as declared: in the dataset's space its "
+            f"channels' std is {_round(ratio)} times the real images' and their means are "
+            f"{_round(offset)} real stds off; check format.file.mean/std (or format.file.zca), "
+            "or pass format.file.check_statistics=false"
+        )
+
+
+def _round(values: torch.Tensor) -> list:
+    return [round(v, 2) for v in values.tolist()]
+
+
+def foreign_set(images, labels, real, path, name: str, **kwargs) -> SyntheticSet:
+    """A ``SyntheticSet`` of images already in the dataset's space, refused in one line when it
+    does not fit the dataset (channels, size, classes); ``kwargs``: factor, lr, targets."""
+    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1:] != real.shape:
+        shape = tuple(images.shape[1:]) if torch.is_tensor(images) else type(images).__name__
+        raise UserError(
+            f"synthetic={path} holds images of shape {shape}; dataset={real.name} has {real.shape}"
+        )
+    if not torch.is_tensor(labels) or labels.dim() != 1 or len(labels) != len(images):
+        raise UserError(f"synthetic={path}: its labels are not one class index per image")
+    if int(labels.min()) < 0 or int(labels.max()) >= real.num_classes:
+        raise UserError(
+            f"synthetic={path} holds labels from {int(labels.min())} to {int(labels.max())}; "
+            f"dataset={real.name} has {real.num_classes} classes"
+        )
+    targets = kwargs.pop("targets", None)
+    if targets is not None and tuple(targets.shape) != (len(images), real.num_classes):
+        raise UserError(
+            f"synthetic={path} holds soft labels of shape {tuple(targets.shape)}; "
+            f"dataset={real.name} needs one distribution over {real.num_classes} classes per image"
+        )
+    device = real.test_images.device
+    synthetic = SyntheticSet(
+        images.to(device),
+        labels.long().to(device),
+        real.mean,
+        real.std,
+        targets=None if targets is None else targets.to(device),
+        **kwargs,
+    )
+    synthetic.whitening = real.whitening
+    synthetic.meta = {"format": name, "dataset": {"zca": real.meta.get("zca")}}
+    if not synthetic.is_finite():
+        raise UserError(f"synthetic={path} holds NaN or infinite values: it is not a result")
+    log.info("read %d images of %s as format=%s", len(images), path, name)
+    return synthetic
