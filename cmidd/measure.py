@@ -45,7 +45,8 @@ def measure(cfg: DictConfig, out_dir: Path, random_real: bool = True, whole: str
 
     def add(name: str, path: str, synthetic: SyntheticSet) -> None:
         rows.append(_measured(name, path, synthetic, evaluator, real, pool, cfg.seed))
-        write_json(out_dir / "measure.json", {"rows": rows, "whole": whole})  # kept as it grows
+        # Kept as it grows, marked unfinished until the scores are in.
+        write_json(out_dir / "measure.json", {"status": "running", "rows": rows, "whole": whole})
 
     sets = []
     for name, path in zip(set_labels(paths), paths, strict=True):
@@ -57,7 +58,7 @@ def measure(cfg: DictConfig, out_dir: Path, random_real: bool = True, whole: str
             g = generator(cfg.seed, f"{STREAM}/random/{ipc}")
             add(f"random real, IPC {ipc}", None, SyntheticSet.from_real(real, ipc, g))
     _score(rows, full)
-    write_json(out_dir / "measure.json", {"rows": rows, "whole": whole})
+    write_json(out_dir / "measure.json", {"status": "finished", "rows": rows, "whole": whole})
     (out_dir / "report.md").write_text(table(rows) + "\n")
     log.info("measured %d sets:\n%s", len(paths), table(rows))
     log.info("results in %s", out_dir.resolve())
@@ -90,6 +91,7 @@ def _measured(name, path, synthetic, evaluator, real, pool, seed: int) -> dict:
         "test": first["mean"],
         "val": first.get("val", {}).get("mean"),
         "cmi": cmi,
+        "soft": synthetic.targets is not None or synthetic.relabel is not None,
     }
 
 
@@ -109,13 +111,15 @@ def _whole_accuracy(whole):
 
 
 def _score(rows: list, full) -> None:
-    """DD-Ranking's scores of each set against the random row of its IPC (and the whole split)."""
+    """DD-Ranking's scores of each set against the random row of its IPC (and the whole split);
+    HLR and LRS need a hard-label accuracy, which a soft-labelled set's row does not have."""
     random = {r["ipc"]: r["test"] for r in rows if r["path"] is None}
     for row in rows:
         if row["path"] is None or row["ipc"] not in random:
             continue
         base = random[row["ipc"]]
-        scored = label_robust(full, row["test"], base) if full is not None else None
+        hard = full is not None and not row["soft"]
+        scored = label_robust(full, row["test"], base) if hard else None
         row["ior"] = row["test"] - base
         row["hlr"] = None if scored is None else scored["hlr"]
         row["lrs"] = None if scored is None else scored["lrs"]
@@ -127,7 +131,7 @@ def table(rows: list) -> str:
     def pct(x):
         return "-" if x is None else f"{100 * x:.2f}"
 
-    def num(x, f="{:.4f}"):
+    def num(x, f="{:.3g}"):
         return "-" if x is None else f.format(x)
 
     head = "| set | format | IPC | test | val | CMI feature | CMI probability | IOR | HLR | LRS |"
@@ -144,7 +148,7 @@ def table(rows: list) -> str:
             num(r["cmi"]["probability"]),
             num(r.get("ior") and 100 * r["ior"], "{:+.2f}"),
             num(r.get("hlr") and 100 * r["hlr"], "{:+.2f}"),
-            num(r.get("lrs")),
+            num(r.get("lrs"), "{:.4f}"),
         ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

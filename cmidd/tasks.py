@@ -184,8 +184,8 @@ def export(cfg: DictConfig, out_dir: Path) -> dict:
     writer = built(lambda: instantiate(cfg.export.file), cfg.export.file, "export.file")
     synthetic, _ = read_set(cfg, resolve_device(cfg.device))
     to = Path(cfg.export.to).expanduser() if cfg.export.to else out_dir / cfg.export.name
-    if to.exists() and any(to.iterdir()):
-        raise UserError(f"export.to={to} is not empty: choose an empty or new folder")
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        raise UserError(f"export.to={to} is not an empty folder: choose an empty or new one")
     partial = to.with_name(f"{to.name}.partial")  # a failure leaves no half-written set at `to`
     shutil.rmtree(partial, ignore_errors=True)
     writer.write(synthetic, partial)

@@ -93,6 +93,10 @@ def test_iid_ratio_makes_each_term_a_ratio_of_the_matching_loss_at_iteration_0()
     terms = [centralization(x.flatten(1)) for x in images]
     gaps = [covariance_gap(feature_map(net, r), feature_map(net, s)) for r, s in data]
     for iteration in (0, 1):
+        if iteration == 1:  # resumed from a checkpoint taken after iteration 0
+            state, iid = iid.state_dict(), IID(0.05, 0.01, seed=0, ratio=iid.ratio)
+            iid.provide(Pool())
+            iid.load_state_dict(state)
         iid.begin(iteration)
         for c, ((real, syn), x) in enumerate(zip(data, images, strict=True)):
             weight = (

@@ -19,7 +19,6 @@ __all__ = [
     "SetFile",
     "TrajectoryFiles",
     "VicoFile",
-    "read_sets",
 ]
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,13 @@ class CmiddFile(SetFile):
     def read(self, path: Path, real):
         synthetic = SyntheticSet.load(path, real.test_images.device)
         check_fits(path, synthetic, real)
+        synthetic.whitening = real.whitening  # check_fits: the same ZCA the set was made in
         return synthetic
 
     def write(self, synthetic, to: Path) -> None:
+        meta = {k: v for k, v in getattr(synthetic, "meta", {}).items() if k != "format"}
         to.mkdir(parents=True, exist_ok=True)
-        synthetic.save(to / "synthetic.pt", **getattr(synthetic, "meta", {}))
+        synthetic.save(to / "synthetic.pt", **meta)
 
 
 class AutoFormat(ImageFolderSet):
@@ -56,6 +57,8 @@ class AutoFormat(ImageFolderSet):
 
     @staticmethod
     def detect(path: Path) -> str:
+        if not path.exists():
+            raise UserError(f"synthetic={path} does not exist")
         if path.is_dir():
             if (path / "images_best.pt").is_file():
                 raise _ask(path, "MTT/DATM's images_best.pt", "mtt format.file.zca=<true|false>")
@@ -63,7 +66,11 @@ class AutoFormat(ImageFolderSet):
                 return "image_folder"
             raise UserError(f"synthetic={path} is a folder without class folders or set files")
         if path.name.startswith("images_"):
-            raise _ask(path, "an MTT/DATM images file", "mtt format.file.zca=<true|false>")
+            raise UserError(
+                f"synthetic={path} looks like an images_<it>.pt of MTT/DATM (pass format=mtt "
+                "format.file.zca=<true|false>) or of the CMI reference's DC/DSA/DM scripts "
+                "(format=vico)"
+            )
         state = load_tensors(path)
         if isinstance(state, dict) and {"images", "labels", "mean", "std"} <= state.keys():
             return "cmidd"
@@ -76,8 +83,3 @@ class AutoFormat(ImageFolderSet):
 
 def _ask(path: Path, what: str, option: str) -> UserError:
     return UserError(f"synthetic={path} looks like {what}: pass format={option}")
-
-
-def read_sets(paths: list, reader: SetFile, real) -> list:
-    """Each path read with ``reader`` (the ``format.file`` component)."""
-    return [reader.read(Path(p).expanduser(), real) for p in paths]

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 # times). Distilled sets seen so far stay within 2x (format.file.check_statistics=false skips it).
 STD_RATIO = 2.5
 MEAN_OFFSET = 1.5  # in real-image standard deviations
+ZCA_EPS = 0.1  # kornia's ZCAWhitening eps in MTT's and DATM's code
 
 
 def load_tensors(path: Path):
@@ -46,19 +47,32 @@ def normalization(mean, std, channels: int, path) -> tuple:
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
+def images_of(value, path) -> torch.Tensor:
+    """A file's images as a float tensor [N, C, H, W], or a one-line refusal."""
+    if not torch.is_tensor(value) or value.dim() != 4:
+        what = tuple(value.shape) if torch.is_tensor(value) else type(value).__name__
+        raise UserError(f"synthetic={path} holds {what} where images [N, C, H, W] belong")
+    return value.float()
+
+
 def from_pixels(pixels: torch.Tensor, real) -> torch.Tensor:
-    """Images in [0, 1] in the dataset's space: normalized, or whitened where its data are."""
+    """Images in [0, 1] in the dataset's space (on its device): normalized, or whitened where
+    its data are."""
+    pixels = pixels.to(real.test_images.device)
     if real.whitening is not None:
         with torch.no_grad():
             return real.whitening(pixels)
-    mean = torch.tensor(real.mean).view(1, -1, 1, 1)
-    std = torch.tensor(real.std).view(1, -1, 1, 1)
-    return (pixels - mean) / std
+    return (pixels - _view(real.mean, pixels)) / _view(real.std, pixels)
+
+
+def _view(values, like: torch.Tensor) -> torch.Tensor:
+    return torch.tensor(values, device=like.device).view(1, -1, 1, 1)
 
 
 def into_dataset_space(images, mean, std, zca: bool, real, path) -> torch.Tensor:
     """The file's images (normalized with ``mean`` and ``std``, or ZCA-whitened when ``zca``)
     in the dataset's space."""
+    images = images_of(images, path).to(real.test_images.device)
     if zca is None:
         raise UserError(
             f"format.file.zca=null: say whether synthetic={path} holds ZCA-whitened images "
@@ -70,12 +84,17 @@ def into_dataset_space(images, mean, std, zca: bool, real, path) -> torch.Tensor
                 f"format.file.zca=true: synthetic={path} holds ZCA-whitened images, but this "
                 "run's data are not whitened: add zca.enabled=true"
             )
-        return images.float()
+        if real.zca_eps != ZCA_EPS:
+            log.warning(
+                "zca.eps=%s: MTT and DATM whiten with eps %s, so the file's space differs",
+                real.zca_eps,
+                ZCA_EPS,
+            )
+        return images
     mean, std = normalization(mean, std, images.shape[1], path)
     if real.whitening is None and (mean, std) == (tuple(real.mean), tuple(real.std)):
-        return images.float()
-    pixels = images.float() * torch.tensor(std).view(1, -1, 1, 1)
-    return from_pixels(pixels + torch.tensor(mean).view(1, -1, 1, 1), real)
+        return images
+    return from_pixels(images * _view(std, images) + _view(mean, images), real)
 
 
 def check_statistics(images: torch.Tensor, real, path, seed: int = 0) -> None:
@@ -116,11 +135,15 @@ def foreign_set(images, labels, real, path, name: str, **kwargs) -> SyntheticSet
             f"dataset={real.name} has {real.num_classes} classes"
         )
     targets = kwargs.pop("targets", None)
-    if targets is not None and tuple(targets.shape) != (len(images), real.num_classes):
+    if targets is not None and (
+        not torch.is_tensor(targets) or tuple(targets.shape) != (len(images), real.num_classes)
+    ):
+        shape = tuple(targets.shape) if torch.is_tensor(targets) else type(targets).__name__
         raise UserError(
-            f"synthetic={path} holds soft labels of shape {tuple(targets.shape)}; "
+            f"synthetic={path} holds soft labels of shape {shape}; "
             f"dataset={real.name} needs one distribution over {real.num_classes} classes per image"
         )
+    targets = None if targets is None else targets.float()
     device = real.test_images.device
     synthetic = SyntheticSet(
         images.to(device),

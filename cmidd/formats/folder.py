@@ -16,23 +16,41 @@ EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SOFT_LABELS = "soft_labels.pt"  # [N, classes], the images' order: class folders, then file names
 
 
+def class_folders(path: Path, real) -> list:
+    """The class folders in the dataset's class order: by the dataset's class names where the
+    folders are named so, by number where all are numbers (unpadded names sort 0, 1, 10, 2...),
+    else in sorted order, as ImageFolder orders them (said in the log)."""
+    if not path.is_dir():
+        raise UserError(f"synthetic={path} is not a folder (format=image_folder)")
+    folders = [p for p in path.iterdir() if p.is_dir()]
+    if len(folders) != real.num_classes:
+        raise UserError(
+            f"synthetic={path} has {len(folders)} class folders; dataset={real.name} has "
+            f"{real.num_classes} classes"
+        )
+    names = {p.name: p for p in folders}
+    if set(names) == {str(n) for n in real.class_names}:
+        return [names[str(n)] for n in real.class_names]
+    digits = "".join(str(d) for d in range(10))
+    if all(n.strip(digits) == "" for n in names):
+        return sorted(folders, key=lambda p: int(p.name))
+    log.info("%s: class folders taken in sorted order as the dataset's classes", path)
+    return sorted(folders)
+
+
 class ImageFolderSet(SetFile):
-    """``<path>/<class>/<image>``: the class folders in sorted order are the dataset's classes
-    (as ImageFolder orders them), the files of each in sorted order; pixels in [0, 1] go into
-    the dataset's space. ``soft_labels.pt`` beside the folders, if there, holds the targets."""
+    """``<path>/<class>/<image>``: the class folders are the dataset's classes (``class_folders``
+    orders them), the files of each in sorted order; pixels in [0, 1] go into the dataset's
+    space. ``soft_labels.pt`` beside the folders, if there, holds the targets."""
 
     name = "image_folder"
+    whitened = True  # written as pixels, whitening undone
 
     def read(self, path: Path, real):
         from PIL import Image
         from torchvision.transforms.functional import pil_to_tensor
 
-        classes = sorted(p for p in path.iterdir() if p.is_dir()) if path.is_dir() else []
-        if len(classes) != real.num_classes:
-            raise UserError(
-                f"synthetic={path} has {len(classes)} class folders; dataset={real.name} has "
-                f"{real.num_classes} classes"
-            )
+        classes = class_folders(path, real)
         mode = "L" if real.shape[0] == 1 else "RGB"
         images, labels = [], []
         for c, folder in enumerate(classes):
@@ -54,7 +72,7 @@ class ImageFolderSet(SetFile):
             )
         images = from_pixels(torch.stack(images).float() / 255, real)
         soft = path / SOFT_LABELS
-        targets = load_tensors(soft).float() if soft.is_file() else None
+        targets = load_tensors(soft) if soft.is_file() else None
         synthetic = foreign_set(
             images, torch.tensor(labels), real, path, self.name, targets=targets
         )

@@ -38,7 +38,6 @@ from ..runtime import generator
 from .base import Plugin
 
 log = logging.getLogger(__name__)
-TERMS = ("centralization", "covariance")
 
 
 def feature_map(net: nn.Module, features: torch.Tensor) -> torch.Tensor:
@@ -100,6 +99,11 @@ class IID(Plugin):
 
     def calibrate(self) -> None:
         """The weights that made each term ``ratio`` times L_match over iteration 0's classes."""
+        if self.sums["match"] <= 0:
+            log.warning(
+                "IID's ratio found no matching loss at iteration 0 (a run resumed from a "
+                "checkpoint without it?): its terms keep weight 0"
+            )
         for term, r in self.ratio.items():
             total = self.sums[term]
             self.weights[term] = r * self.sums["match"] / total if total > 0 else 0.0
