@@ -28,12 +28,19 @@ log = logging.getLogger(__name__)
 STREAM = "measure"  # every set's evaluation networks and batches, so the comparison is paired
 
 
-def measure(cfg: DictConfig, out_dir: Path, random_real: bool = True, whole: str = None) -> dict:
+def measure(
+    cfg: DictConfig,
+    out_dir: Path,
+    random_real: bool = True,
+    whole: str = None,
+    accuracy: bool = True,
+) -> dict:
+    """``accuracy=false``: the sets' CMI only (nothing is trained)."""
     paths = list(cfg.sets or ([cfg.synthetic] if cfg.get("synthetic") else []))
     if not paths:
         raise UserError("task=measure needs sets=[<a>,<b>,...] (or synthetic=<path>)")
     check_device(cfg.device)
-    evaluator = built(lambda: instantiate(cfg.eval), cfg.eval, "eval")
+    evaluator = built(lambda: instantiate(cfg.eval), cfg.eval, "eval") if accuracy else None
     reader = built(lambda: instantiate(cfg.format.file), cfg.format.file, "format.file")
     full = _whole_accuracy(whole)
     device = resolve_device(cfg.device)
@@ -73,9 +80,10 @@ def _ipc(synthetic: SyntheticSet) -> int:
 def _measured(name, path, synthetic, evaluator, real, pool, seed: int) -> dict:
     images, targets = synthetic.train_set()
     soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
-    accuracy = evaluator(
-        images, targets, real, seed, stream=STREAM, lr=synthetic.learned_lr, **soft
-    )
+    accuracy = {"-": {"mean": None, "std": None}}
+    if evaluator is not None:
+        lr = synthetic.learned_lr
+        accuracy = evaluator(images, targets, real, seed, stream=STREAM, lr=lr, **soft)
     decoded, labels = synthetic.decoded()
     cmi = {
         space: None if pool is None else set_cmi(getattr(pool.first, attr), decoded, labels)
@@ -115,7 +123,7 @@ def _score(rows: list, full) -> None:
     HLR and LRS need a hard-label accuracy, which a soft-labelled set's row does not have."""
     random = {r["ipc"]: r["test"] for r in rows if r["path"] is None}
     for row in rows:
-        if row["path"] is None or row["ipc"] not in random:
+        if row["path"] is None or random.get(row["ipc"]) is None:
             continue
         base = random[row["ipc"]]
         hard = full is not None and not row["soft"]
@@ -142,7 +150,7 @@ def table(rows: list) -> str:
             r["set"],
             r["format"] if r["path"] else "real",
             r["ipc"],
-            f"{pct(r['test'])} ± {100 * spread:.2f}",
+            "-" if spread is None else f"{pct(r['test'])} ± {100 * spread:.2f}",
             pct(r["val"]),
             num(r["cmi"]["feature"]),
             num(r["cmi"]["probability"]),

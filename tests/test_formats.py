@@ -259,6 +259,10 @@ def test_measure_reports_accuracy_cmi_and_standing_against_random(tiny, tmp_path
     assert rows[1]["cmi"]["feature"] < rows[0]["cmi"]["feature"]  # the term lowered it
     report = (tmp_path / "m" / "report.md").read_text()
     assert report.count("\n") == 5 and "random real, IPC 10" in report
+    cfg = tiny("task=measure", sets, "task.accuracy=false")
+    only = instantiate(cfg.task)(cfg, tmp_path / "cmi")["rows"]  # nothing trained, same CMI
+    assert [r["cmi"] for r in only] == [r["cmi"] for r in rows]
+    assert all(r["test"] is None for r in only)
 
 
 def test_whitened_data_read_and_write_through_the_whitening(tiny, tmp_path):
