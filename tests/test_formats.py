@@ -177,6 +177,8 @@ def test_a_wrong_normalization_or_class_count_is_refused(real, tmp_path):
     torch.save({"data": [[pixels, labels]]}, tmp_path / "res.pt")
     with pytest.raises(UserError, match=r"res.pt does not look normalized as declared"):
         VicoFile(mean=list(real.mean), std=list(real.std)).read(tmp_path / "res.pt", real)
+    torch.save({"data": [[as_reference(real, 4 * images), labels]]}, tmp_path / "wide.pt")
+    assert VicoFile(**REF).read(tmp_path / "wide.pt", real)  # MTT-like spread is no sign
     torch.save({"data": [[as_reference(real, images), labels + 1]]}, tmp_path / "more.pt")
     with pytest.raises(UserError, match=r"labels from 1 to 10; dataset=digits has 10 classes"):
         VicoFile(**REF).read(tmp_path / "more.pt", real)

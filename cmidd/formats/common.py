@@ -12,11 +12,10 @@ from ..synthetic import SyntheticSet
 
 log = logging.getLogger(__name__)
 
-# A set whose channel statistics in the dataset's space are further than this from the real
-# images' was read in the wrong space: pixels read as normalized images (a channel std 0.2 of
-# the real images' on CIFAR-10, 0.38 on digits) or normalized images read as pixels (5 and 2.7
-# times). Distilled sets seen so far stay within 2x (format.file.check_statistics=false skips it).
-STD_RATIO = 2.5
+# A set read in the wrong space: pixels read as normalized images have a channel std 0.2 of the
+# real images' on CIFAR-10 (0.38 on digits); normalized images read as pixels sit about 2 real
+# stds below the real mean on CIFAR-10. A high std alone is no sign: MTT's sets reach 4x.
+STD_RATIO = 2.5  # a set's std below 1/STD_RATIO of the real images' is refused
 MEAN_OFFSET = 1.5  # in real-image standard deviations
 ZCA_EPS = 0.1  # kornia's ZCAWhitening eps in MTT's and DATM's code
 
@@ -99,14 +98,14 @@ def into_dataset_space(images, mean, std, zca: bool, real, path) -> torch.Tensor
 
 def check_statistics(images: torch.Tensor, real, path, seed: int = 0) -> None:
     """Refuse a set read in the wrong space (see STD_RATIO), comparing its channels with 20
-    real training images per class."""
+    real training images per class: a heuristic, which format.file.check_statistics=false skips."""
     sample = torch.cat(
         [real.sample(c, 20, generator(seed, f"format/{c}")) for c in range(real.num_classes)]
     ).cpu()
     ours, theirs = images.cpu().transpose(0, 1).flatten(1), sample.transpose(0, 1).flatten(1)
     ratio = ours.std(1) / theirs.std(1)
     offset = (ours.mean(1) - theirs.mean(1)).abs() / theirs.std(1)
-    if (ratio > STD_RATIO).any() or (ratio < 1 / STD_RATIO).any() or (offset > MEAN_OFFSET).any():
+    if (ratio < 1 / STD_RATIO).any() or (offset > MEAN_OFFSET).any():
         raise UserError(
             f"synthetic={path} does not look normalized as declared: in the dataset's space its "
             f"channels' std is {_round(ratio)} times the real images' and their means are "
