@@ -3,6 +3,7 @@ the dataset's space, refused in one line when it does not fit, and written back 
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config
@@ -47,7 +48,8 @@ def test_a_dc_dsa_dm_result_file_reads_into_the_dataset_space(real, tmp_path):
     # main_DM.py: data_save.append([image_syn, label_syn]); torch.save({'data', 'accs_all_exps'})
     path = tmp_path / "res_DM_CIFAR10_ConvNet_3ipc.pt"
     state = {"data": [[as_reference(real, other), labels], [as_reference(real, images), labels]]}
-    torch.save(state | {"accs_all_exps": {"ConvNet": [0.5, 0.6]}}, path)
+    accuracies = [np.float64(0.5), np.float64(0.6)]  # evaluate_synset's numpy floats
+    torch.save(state | {"accs_all_exps": {"ConvNet": accuracies}}, path)
     synthetic = VicoFile(experiment=1, **REF).read(path, real)
     assert torch.allclose(synthetic.images, images, atol=1e-5)
     assert torch.equal(synthetic.labels, labels) and synthetic.meta["format"] == "vico"

@@ -20,11 +20,26 @@ MEAN_OFFSET = 1.5  # in real-image standard deviations
 ZCA_EPS = 0.1  # kornia's ZCAWhitening eps in MTT's and DATM's code
 
 
-def load_tensors(path: Path):
-    """A file written by ``torch.save`` of tensors, lists, dicts and numbers, read with
-    ``weights_only=True``: a file that needs arbitrary objects unpickled is refused."""
+def _numpy_scalars() -> list:
+    """What unpickles a numpy scalar (its value and dtype, no code): the DC/DSA/DM scripts save
+    their accuracies as numpy floats beside the set."""
+    import numpy as np
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        from numpy._core.multiarray import scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import scalar
+    kinds = [np.float64, np.float32, np.int64, np.int32, np.bool_]
+    return [scalar, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
+def load_tensors(path: Path):
+    """A file written by ``torch.save`` of tensors, lists, dicts and numbers (numpy scalars
+    among them), read with ``weights_only=True``: a file that needs any other object unpickled
+    is refused."""
+    try:
+        with torch.serialization.safe_globals(_numpy_scalars()):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 -- missing, truncated, or pickled objects
         raise UserError(f"synthetic={path} cannot be read as tensors: {describe(error)}") from None
 
