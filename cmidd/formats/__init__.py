@@ -58,7 +58,7 @@ class AutoFormat(ImageFolderSet):
     @staticmethod
     def detect(path: Path) -> str:
         if not path.exists():
-            raise UserError(f"synthetic={path} does not exist")
+            raise UserError(f"synthetic={path} cannot be read: it does not exist")
         if path.is_dir():
             if (path / "images_best.pt").is_file():
                 raise _ask(path, "MTT/DATM's images_best.pt", "mtt format.file.zca=<true|false>")
