@@ -183,6 +183,10 @@ def export(cfg: DictConfig, out_dir: Path) -> dict:
     check_device(cfg.device)
     writer = built(lambda: instantiate(cfg.export.file), cfg.export.file, "export.file")
     synthetic, _ = read_set(cfg, resolve_device(cfg.device))
+    if synthetic.relabel is not None:
+        log.warning(
+            "the set's FKD soft labels (method=sre2l's relabel) are not exported: images only"
+        )
     to = Path(cfg.export.to).expanduser() if cfg.export.to else out_dir / cfg.export.name
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise UserError(f"export.to={to} is not an empty folder: choose an empty or new one")
