@@ -109,19 +109,28 @@ def grids_figure(names: list, synthetic: list, path: Path) -> dict:
     return {"mean_abs": diff.mean().item(), "max_abs": diff.max().item()}
 
 
+# The settings that name a run first, when runs differ in them (then any others, by name).
+NAMING = ("method.name", "plugin.name", "proxy.name", "cmi.weight", "ipc", "seed")
+
+
 def set_labels(paths: list) -> list:
-    """A label per set that tells it from the others: the settings in which the runs that made
-    them differ (from their results.json), else the shortest ends of their paths that differ."""
+    """A label per set that tells it from the others: up to three settings in which the runs
+    that made them differ (from their results.json; ``NAMING`` first), else the shortest ends of
+    their paths that differ."""
     configs = [Path(p).parent / "results.json" for p in paths]
     if len(paths) > 1 and all(c.is_file() for c in configs):
         flat = [flatten(json.loads(c.read_text()).get("config", {})) for c in configs]
         keys = sorted(
-            k
-            for k in set().union(*flat)
-            if len({repr(f.get(k)) for f in flat}) > 1 and not k.startswith(HOW)
+            (
+                k
+                for k in set().union(*flat)
+                if len({repr(f.get(k)) for f in flat}) > 1 and not k.startswith(HOW)
+            ),
+            key=lambda k: (k not in NAMING, NAMING.index(k) if k in NAMING else 0, k),
         )
-        if keys:
-            return [", ".join(f"{k}={f.get(k)}" for k in keys[:3]) for f in flat]
+        labels = [", ".join(f"{k}={f.get(k)}" for k in keys[:3]) for f in flat]
+        if keys and len(set(labels)) == len(labels):
+            return labels
     parts = [Path(p).with_suffix("").parts for p in paths]
     for depth in range(1, max(len(p) for p in parts) + 1):
         labels = ["/".join(p[-depth:]) for p in parts]

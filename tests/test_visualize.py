@@ -30,7 +30,7 @@ def test_figures_of_two_sets_with_their_cmi_deterministic_for_a_seed(tiny, two_s
         assert (tmp_path / "fig1" / name).read_bytes() == (tmp_path / "fig2" / name).read_bytes()
     assert first == again == json.loads((tmp_path / "fig1" / "visualize.json").read_text())
     cmi = first["cmi"]  # each set labelled by the settings in which their runs differ
-    base, reg = "cmi.name=none, cmi.weight=0.0", "cmi.name=feature, cmi.weight=100000.0"
+    base, reg = "cmi.weight=0.0, cmi.name=none", "cmi.weight=100000.0, cmi.name=feature"
     assert set(cmi) == {base, reg} and set(cmi[base]) == {"feature", "probability"}
     assert cmi[reg]["feature"] < cmi[base]["feature"]  # the regularized set, lower CMI
     assert 0 < first["pixel_difference"]["mean_abs"] < first["pixel_difference"]["max_abs"]
