@@ -157,7 +157,7 @@ def write_folder(real, root, images, labels, classes=None):
         if classes is None or label < classes:
             (root / f"new{label:03d}").mkdir(parents=True, exist_ok=True)  # SRe2L's layout
             file = root / f"new{label:03d}" / f"class{label:03d}_id{i:03d}.png"
-            Image.fromarray(image[0].numpy(), mode="L").save(file)
+            Image.fromarray(image[0].numpy()).save(file)  # uint8 [H, W]: grayscale
     return pixels
 
 
