@@ -49,11 +49,17 @@ class AutoFormat(ImageFolderSet):
     name = "auto"
 
     def read(self, path: Path, real):
-        found = self.detect(path)
-        log.info("format=auto: %s read as format=%s", path, found)
-        if found == "image_folder":
-            return super().read(path, real)
-        return CmiddFile().read(path, real)
+        if path.is_file() and not path.name.startswith("images_"):
+            try:  # the common case, read once; the file is looked into again only if it fails
+                synthetic = CmiddFile().read(path, real)
+            except UserError:
+                self.detect(path)  # another format's file: name the option to pass
+                raise
+            log.info("format=auto: %s read as format=cmidd", path)
+            return synthetic
+        self.detect(path)
+        log.info("format=auto: %s read as format=image_folder", path)
+        return super().read(path, real)
 
     @staticmethod
     def detect(path: Path) -> str:
