@@ -15,8 +15,9 @@ of unrolled student steps), storage (DM with the real images in memory, on disk 
 streamed: time per iteration side by side, peak resident memory) and speed (DM+CMI and DSA+CMI
 iterations, one evaluation network and one proxy-training epoch with compute.micro_batch=0 and
 auto, alternating), speed_options (the same workloads in float32 against channels_last, bf16
-and torch.compile: GPU options, skipped on a CPU unless --quick). Writes <out>/benchmarks.json and
-<out>/summary.md; distillation runs go to <out>/runs/.
+and torch.compile: GPU options, skipped on a CPU unless --quick), fuse (the same workloads with
+compute.fuse and compute.compile=inductor against the plain path; skipped with --quick). Writes
+<out>/benchmarks.json and <out>/summary.md; distillation runs go to <out>/runs/.
 """
 
 import argparse
@@ -32,7 +33,7 @@ from data_cost import storage_cost
 from hydra import compose, initialize_config_dir
 from measure import ROOT, cmi_memory, evaluation_cost, fusion_speedup, iteration_cost, mtt_memory
 from specs import FULL, QUICK
-from speed import speed, speed_options
+from speed import fuse_speed, speed, speed_options
 from summary import accuracy_tables, write_summary
 
 SECTIONS = (
@@ -45,6 +46,7 @@ SECTIONS = (
     "storage",
     "speed",
     "speed_options",
+    "fuse",
 )
 
 
@@ -218,6 +220,9 @@ def main(argv=None) -> int:
                 result = speed(compose_fn, settings["speed"], common)
             elif section == "speed_options":
                 result = run_speed_options(settings, compose_fn, device, args.extra)
+            elif section == "fuse":
+                common = [f"device={args.device}", "logger=none", *args.extra]
+                result = fuse_speed(compose_fn, settings.get("fuse"), common)
             elif section == "mtt_memory":
                 result = run_mtt_memory(settings, compose_fn, device)
             elif section == "storage":

@@ -38,6 +38,16 @@ FULL = {
         "repeats": 2,
         "proxy_images": 10240,
     },
+    # compute.fuse and compute.compile (inductor) against the plain path, alternating.
+    "fuse": {
+        "iterations": {
+            "dm_paper": ([*PAPER_SHAPE, "method=dm"], 3),
+            "dm_cpu_cifar10": (["experiment=cpu_cifar10", "method=dm", "cmi.weight=300"], 6),
+            "dsa_cpu_cifar10": (["experiment=cpu_cifar10", "method=dsa", "cmi.weight=3000"], 2),
+        },
+        "evaluations": {"evaluation_cpu_cifar10": ["experiment=cpu_cifar10", "method=dm"]},
+        "repeats": 2,
+    },
     # The GPU options (precision=bf16, compute.channels_last, compute.compile) against float32.
     "speed_options": {
         "iterations": {

@@ -36,6 +36,14 @@ def options(backend: str) -> dict:
 
 ITERATION_OPTIONS = ("float32", "channels_last", "bf16")  # compile: not in the distillation loop
 
+# compute.fuse (the distillation path's forwards compiled, cmidd/fused.py) and compute.compile
+# (the evaluation networks): plain against compiled; the first timed step follows an untimed
+# one that compiles.
+FUSE = {
+    "before": {"fuse": False, "compile": "none"},
+    "after": {"fuse": True, "compile": "inductor"},
+}
+
 
 class _Scoped:
     """A distillation loop whose steps run under one setting of cmidd.batching."""
@@ -165,4 +173,16 @@ def speed_options(compose, spec: dict, extra: list) -> dict:
         out[name] = iteration_speed(compose, [*overrides, *extra], iterations, iteration)
     for name, overrides in spec["evaluations"].items():
         out[name] = evaluation_speed(compose, [*overrides, *extra], spec["repeats"], every)
+    return out
+
+
+def fuse_speed(compose, spec: dict, extra: list) -> dict:
+    """Every workload of ``spec`` (FULL["fuse"] in specs.py) plain and compiled, alternating."""
+    if spec is None:
+        return {"skipped": "compiling takes minutes: run without --quick"}
+    out = {"threads": torch.get_num_threads()}
+    for name, (overrides, iterations) in spec["iterations"].items():
+        out[name] = iteration_speed(compose, [*overrides, *extra], iterations, FUSE)
+    for name, overrides in spec["evaluations"].items():
+        out[name] = evaluation_speed(compose, [*overrides, *extra], spec["repeats"], FUSE)
     return out

@@ -1,6 +1,7 @@
 """Forwards and training steps in micro-batches sized to the device (``compute.micro_batch``),
 in the device's fastest memory format and precision (``compute.channels_last``, ``precision``),
-through compiled networks where asked (``compute.compile``).
+through compiled networks where asked (``compute.compile``: the evaluation networks;
+``compute.fuse``: the distillation path, cmidd/fused.py).
 
 On a CPU the norm, pooling and ReLU passes of a large batch are memory-bound: the first
 activation of 256 CIFAR images in a width-128 ConvNet is 134 MB, far beyond any cache. Splitting
@@ -32,7 +33,13 @@ CPU_BUDGET_BYTES = 8 << 20
 LIMIT = 1024
 
 PRECISIONS = (32, "bf16")
-_setting = {"micro_batch": "auto", "precision": 32, "channels_last": False, "compile": "none"}
+_setting = {
+    "micro_batch": "auto",
+    "precision": 32,
+    "channels_last": False,
+    "compile": "none",
+    "fuse": False,  # the distillation path's forwards compiled (cmidd/fused.py)
+}
 _footprints = {}  # (repr of the net, input shape, dtype, output) -> bytes of its largest activation
 
 
@@ -42,7 +49,7 @@ def _check(key: str, value) -> None:
         valid, what = value == "auto" or count, "auto, 0 (off) or a number of images"
     elif key == "precision":
         valid, what = value == "bf16" or (type(value) is int and value == 32), "32 or bf16"
-    elif key == "channels_last":
+    elif key in ("channels_last", "fuse"):
         valid, what = isinstance(value, bool), "true or false"
     else:  # compile: a backend of torch.compile, listed only when needed (a slow import)
         valid = value == "none" or value in _backends()
@@ -60,8 +67,8 @@ def _backends() -> list:
 
 def configure(**values) -> None:
     """Any of ``micro_batch`` (``auto``: sized to the device; ``0``: off, the batches as
-    before; ``N``: at most N images per forward), ``precision``, ``channels_last`` and
-    ``compile``; the others keep their values."""
+    before; ``N``: at most N images per forward), ``precision``, ``channels_last``, ``compile``
+    and ``fuse``; the others keep their values."""
     for key, value in values.items():
         if key not in _setting:
             raise TypeError(f"configure() got an unknown setting {key}")

@@ -26,6 +26,7 @@ from torch.utils.checkpoint import checkpoint
 from .cmi_weight import AutoWeight
 from .config import missing_entry
 from .errors import UserError, check_choice, check_number
+from .fused import fused
 
 
 def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
@@ -39,19 +40,20 @@ def _class_kl_sum(outputs: torch.Tensor) -> torch.Tensor:
     return (log_p.exp() * (log_p - log_q)).sum().clamp_min(0.0)
 
 
-def empirical_cmi(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """CMI_emp (Eq. 10) of outputs [N, M] with integer labels [N], in any order, in nats."""
+def empirical_cmi(outputs: torch.Tensor, labels: torch.Tensor, total: int = None) -> torch.Tensor:
+    """CMI_emp (Eq. 10) of outputs [N, M] with integer labels [N], in any order, in nats;
+    ``total``: the |S| of Eq. 10 when the outputs are some classes of a larger set (a shard)."""
     if outputs.ndim != 2 or labels.shape != outputs.shape[:1]:
         raise ValueError(
             f"expected outputs [N, M] and labels [N], got {tuple(outputs.shape)} "
             f"and {tuple(labels.shape)}"
         )
-    total = sum(_class_kl_sum(outputs[labels == y]) for y in labels.unique())
-    return total / outputs.shape[0]
+    kl = sum(_class_kl_sum(outputs[labels == y]) for y in labels.unique())
+    return kl / (total or outputs.shape[0])
 
 
-def per_class_cmi(embed, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """The same value as ``empirical_cmi(embed(images), labels)``, one class at a time.
+def per_class_cmi(embed, images: torch.Tensor, labels: torch.Tensor, total: int = None):
+    """The same value as ``empirical_cmi(embed(images), labels, total)``, one class at a time.
 
     Algorithm 1 of the paper (disentangled CMI): the proxy sees one class at a time, and with
     activation checkpointing only each class's scalar term is kept for backward, which recomputes
@@ -62,10 +64,10 @@ def per_class_cmi(embed, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
     def class_term(x):
         return _class_kl_sum(embed(x))
 
-    total = sum(
+    kl = sum(
         checkpoint(class_term, images[labels == y], use_reentrant=False) for y in labels.unique()
     )
-    return total / images.shape[0]
+    return kl / (total or images.shape[0])
 
 
 SPACES = {"feature": "embed", "probability": "forward"}
@@ -158,17 +160,18 @@ class CMITerm:
         self.auto.end_iteration()
         return {"cmi/weight": self.auto.value}
 
-    def _cmi(self, proxy, images, labels) -> torch.Tensor:
-        outputs = getattr(proxy, self.method)
+    def _cmi(self, proxy, images, labels, total=None) -> torch.Tensor:
+        outputs = getattr(fused(proxy), self.method)
         if self.per_class:
-            return per_class_cmi(outputs, images, labels)
-        return empirical_cmi(outputs(images), labels)
+            return per_class_cmi(outputs, images, labels, total)
+        return empirical_cmi(outputs(images), labels, total)
 
     def draw(self):
         return self.pool.sample(self.generator)
 
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor, proxy=None) -> torch.Tensor:
-        return self._cmi(self.draw() if proxy is None else proxy, images, labels)
+    def __call__(self, images, labels, proxy=None, total: int = None) -> torch.Tensor:
+        """``total``: the size of the whole set when ``images`` are a shard's classes."""
+        return self._cmi(self.draw() if proxy is None else proxy, images, labels, total)
 
     @torch.no_grad()
     def measure(self, images: torch.Tensor, labels: torch.Tensor, in_pool: bool = False):

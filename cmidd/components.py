@@ -30,6 +30,7 @@ from .errors import UserError
 from .methods.base import Method, build_method
 from .plugins.base import Plugin
 from .runtime import generator, resolve_device, seed_everything
+from .shards import Shard, shard_of
 from .synthetic import SyntheticSet
 from .validate import check_config, check_zca, combination
 
@@ -50,6 +51,7 @@ class Parts:
     synthetic: SyntheticSet
     optimizer: torch.optim.Optimizer  # None for a selection of real images
     scheduler: object = None
+    shard: Shard = None  # the classes this process distils (cmidd/shards.py); None: all
 
 
 def built(make, node: DictConfig = None, key: str = None):
@@ -184,6 +186,7 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     method = built(lambda: build_method(cfg.method, real, cfg.ipc, cfg.seed, device))
     _warn_inert(term, method, evaluator, cfg.ipc)
     method.use(plugin)
+    shard = shard_of(cfg, method, term, real)
     # The expensive part, now that every setting is checked: each kind once, in a fixed order.
     pool = ["proxy"] if term.active and term.pretrained else []
     kinds = dict.fromkeys([*method.needs, *plugin.needs, *pool])
@@ -191,7 +194,8 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     method.provide(**{kind: loaded[kind] for kind in method.needs})
     plugin.provide(**{kind: loaded[kind] for kind in plugin.needs})
     term.use(_term_pool(cfg, term, loaded, real, device), measuring_pool(cfg, real, device))
-    synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
+    classes = None if shard is None else shard.classes
+    synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"), classes=classes)
     optimizer = method.optimizer(synthetic)
     return Parts(
         device=device,
@@ -204,4 +208,5 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
         synthetic=synthetic,
         optimizer=optimizer,
         scheduler=method.scheduler(optimizer),
+        shard=shard,
     )

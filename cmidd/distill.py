@@ -25,6 +25,7 @@ from .loggers import NullLogger
 from .manifest import peak_memory
 from .progress import Progress
 from .runtime import global_rng_state, set_global_rng_state
+from .shards import SET as SHARD_SET
 from .synthetic import decode
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Distillation:
         self.synthetic, self.method, self.plugin = parts.synthetic, parts.method, parts.plugin
         self.optimizer, self.scheduler, self.cmi = parts.optimizer, parts.scheduler, parts.cmi
         self.evaluator, self.real, self.seed = parts.evaluator, parts.real, parts.seed
+        self.shard = parts.shard  # a shard is neither evaluated nor measured: its merge is
         self.iterations, self.out_dir = iterations, Path(out_dir)
         self.logger = logger or NullLogger()
         self.log_every, self.checkpointer, self.loss_every = log_every, checkpointer, loss_every
@@ -76,6 +78,7 @@ class Distillation:
             "seconds_per_iteration": None,
             "status": "running",
             "config": config or {},
+            "shard": None if self.shard is None else self.shard.describe(),
             "manifest": manifest or {},  # cmidd/manifest.py; time per stage and memory at the end
         }
 
@@ -230,7 +233,8 @@ class Distillation:
             if self.cmi.due(iteration, k, self.method.cmi_every_step):
                 if proxy is None or self.method.new_proxy_every_step:
                     proxy = self.cmi.draw()
-                cmi = self.cmi(*self._cmi_set(stage), proxy=proxy)
+                total = None if self.shard is None else self.shard.total
+                cmi = self.cmi(*self._cmi_set(stage), proxy=proxy, total=total)
                 cmi_value = _finite(cmi.item(), iteration, "the CMI term", self._rates)
             self.optimizer.zero_grad(set_to_none=True)
             weight = self._backward(loss, cmi, stage)
@@ -289,13 +293,14 @@ class Distillation:
         if state and state["results"]["status"] == "finished" and start == self.iterations:
             log.info("the checkpoint's run is finished after %d iterations", start)
             return self.results
-        if state is None:
+        if state is None and self.shard is None:
             self._measure("start")
         progress = Progress(self.iterations, start)
         evaluated = {p["iteration"] for p in self.results["accuracy_curve"]}
         eval_times = []
         for iteration in range(start, self.iterations):
-            if self.evaluator.due(iteration, self.iterations) and iteration not in evaluated:
+            due = self.shard is None and self.evaluator.due(iteration, self.iterations)
+            if due and iteration not in evaluated:
                 tic = time.perf_counter()
                 self._evaluate(iteration)
                 eval_times.append(time.perf_counter() - tic)
@@ -321,11 +326,12 @@ class Distillation:
             self.checkpointer.immediate = True
         self.results["seconds_per_iteration"] = self.seconds / max(self.iterations, 1)
         self.method.finish(self.synthetic)
-        self._measure("end")
         self.results["cmi"]["weight"] = self.cmi.weight
-        tic = time.perf_counter()
-        self.results["accuracy"] = self._evaluate(self.iterations)
-        eval_times.append(time.perf_counter() - tic)
+        if self.shard is None:
+            self._measure("end")
+            tic = time.perf_counter()
+            self.results["accuracy"] = self._evaluate(self.iterations)
+            eval_times.append(time.perf_counter() - tic)
         seconds = {"distillation": self.seconds, "evaluation": sum(eval_times)}
         self.results["manifest"].setdefault("seconds", {}).update(seconds)
         self.results["manifest"]["peak_memory"] = peak_memory(self.synthetic.images.device)
@@ -337,12 +343,14 @@ class Distillation:
         return self.results
 
     def save_set(self) -> None:
-        """``synthetic.pt`` and ``synthetic.png`` of the set as it is now (if it is worth one)."""
+        """``synthetic.pt`` and ``synthetic.png`` of the set as it is now (if it is worth one);
+        a shard's part of the set is ``shard.pt``, which only a merge makes a set of."""
         if not self.method.stores_set:
             return
         meta = {"iteration": self.done, "seed": self.seed, "dataset": self.real.meta}
         try:
-            self.synthetic.save(self.out_dir / "synthetic.pt", **meta)
+            name = "synthetic.pt" if self.shard is None else SHARD_SET
+            self.synthetic.save(self.out_dir / name, **meta)
             self.synthetic.save_grid(self.out_dir / "synthetic.png")
         except OSError as error:  # the grid; the set's own write is a UserError already
             self.unsaved = f"{self.out_dir / 'synthetic.png'} could not be written: {error}"

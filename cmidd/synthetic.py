@@ -32,6 +32,12 @@ def checksum(state: dict) -> str:
     return digest.hexdigest()
 
 
+def class_streams(generator: torch.Generator, num_classes: int) -> list:
+    """One generator per class, seeded in class order from ``generator``."""
+    seeds = torch.randint(2**62, (num_classes,), generator=generator).tolist()
+    return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+
 def decode(images: torch.Tensor, labels: torch.Tensor, factor: int) -> tuple:
     """IDC's multi-formulation: each stored image [C, H, W] holds factor x factor smaller images;
     each patch is upsampled (bilinear) back to H x W and keeps the stored image's label, so N
@@ -108,31 +114,36 @@ class SyntheticSet(nn.Module):
         factor: int = 1,
         lr: float = None,
         pick=None,
+        classes=None,
     ):
         """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
-        downsampled and tiled, per stored image) or Gaussian noise; ``pick(c, n)``, if given,
-        chooses the real images of class c instead."""
+        downsampled and tiled, per stored image) or Gaussian noise; ``pick(c, n, stream)``, if
+        given, chooses the real images of class c instead (from the class's ``stream``).
+        ``classes``: the classes the set holds (all by default; a shard of a run holds some).
+        Each class draws from its own stream, seeded from ``generator`` for every class in
+        turn, so a class starts the same whichever classes are held."""
         if init not in ("real", "noise"):
             raise ValueError(f"method.init={init!r} is not one of real, noise")
-        if init == "real":
-            images = torch.cat(
-                [
-                    encode(
-                        pick(c, ipc * factor**2)
-                        if pick
-                        else real.sample(c, ipc * factor**2, generator),
-                        factor,
-                    )
-                    for c in range(real.num_classes)
-                ]
-            )
-        else:
-            images = torch.randn(real.num_classes * ipc, *real.shape, generator=generator)
-        labels = torch.arange(real.num_classes).repeat_interleave(ipc)
+        streams = class_streams(generator, real.num_classes)
+        classes = range(real.num_classes) if classes is None else classes
+
+        def start(c: int) -> torch.Tensor:
+            if init == "noise":
+                return torch.randn(ipc, *real.shape, generator=streams[c])
+            pick_from = pick or (lambda c, n, stream: real.sample(c, n, stream))
+            return encode(pick_from(c, ipc * factor**2, streams[c]), factor)
+
         device = real.test_images.device
-        synthetic = cls(images.to(device), labels.to(device), real.mean, real.std, factor, lr)
+        images = torch.cat([start(c).to(device) for c in classes])
+        labels = torch.tensor(list(classes), device=device).repeat_interleave(ipc)
+        synthetic = cls(images, labels, real.mean, real.std, factor, lr)
         synthetic.whitening = real.whitening
         return synthetic
+
+    @property
+    def classes(self) -> list:
+        """The classes the set holds, in order."""
+        return self.labels.unique().tolist()
 
     def decoded(self) -> tuple:
         """The training images and their labels: the stored ones when ``factor`` is 1, else

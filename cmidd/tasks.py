@@ -71,7 +71,8 @@ def distill(cfg: DictConfig, out_dir: Path) -> dict:
         raise
     finally:
         checkpointer.restore_signal_handlers()
-    _log_final(logger, results, out_dir, cfg)
+    if parts.shard is None:  # a shard's set is a part: its merge is the result
+        _log_final(logger, results, out_dir, cfg)
     logger.finish()
     log.info("results in %s", out_dir.resolve())
     if overrides.used() is not None and (out_dir / "synthetic.pt").is_file():

@@ -133,7 +133,7 @@ def test_a_non_finite_loss_stops_the_run_naming_iteration_and_term(
         for loss in original_losses(self, synthetic, iteration):
             yield loss * float("nan") if iteration == 1 else loss
 
-    def nan_cmi(self, images, labels, proxy=None):
+    def nan_cmi(self, images, labels, proxy=None, **kwargs):
         value = original_cmi(self, images, labels, proxy)
         return value * float("inf") if self.calls_made() == 2 else value
 

@@ -75,7 +75,7 @@ algorithm:
   batch_real: 16
 cmi_weights:
   convnet:
-    digits: {10: 100}
+    digits: {10: 10000}
 """
 
 # Hydra's way to put a package's configs on every search path, globs (sweep=table1) included.
@@ -146,7 +146,7 @@ def test_a_method_and_a_plugin_from_outside_run_alone_and_together(extension, tm
     }.items():
         results[name] = distill(_compose(extension, cache, *overrides), tmp_path / name)
     alone = results["alone"]
-    assert alone["status"] == "finished" and alone["cmi"]["weight"] == 100  # its own table
+    assert alone["status"] == "finished" and alone["cmi"]["weight"] == 10000  # its table
     # The loop added CMI to its loss: the pool it optimized against sees less of it than
     # without the term, from the same start.
     assert alone["cmi"]["start_in_pool"] == results["no_cmi"]["cmi"]["start_in_pool"]

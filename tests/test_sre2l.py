@@ -106,7 +106,7 @@ def test_crop_boxes_lie_inside_the_image_and_cover_the_scale():
 def test_recovery_lowers_the_teachers_cross_entropy(tmp_path):
     from cmidd.components import components
 
-    cfg = compose_config([*SRE2L, "cmi.weight=0", "iterations=15"], cache_dir=tmp_path)
+    cfg = compose_config([*SRE2L, "cmi.weight=0", "iterations=30"], cache_dir=tmp_path)
     parts = components(cfg)
     teacher, synthetic = parts.method.teacher, parts.synthetic
 
@@ -115,7 +115,7 @@ def test_recovery_lowers_the_teachers_cross_entropy(tmp_path):
             return nn.functional.cross_entropy(teacher(synthetic.images), synthetic.labels).item()
 
     before = cross_entropy()
-    for iteration in range(15):
+    for iteration in range(30):
         for loss in parts.method.losses(synthetic, iteration):
             parts.optimizer.zero_grad()
             loss.backward()

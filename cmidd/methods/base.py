@@ -17,6 +17,8 @@ name, MTT's student net). What a method *is* is declared once, on its class:
 - ``soft_labels``: it stores soft labels with its set (SRe2L), which only ``eval=kd`` uses;
 - ``stores_set``: False when its set is not worth a file (the whole training split), whose
   accuracy ``evaluated`` may also take from a cache;
+- ``splits_by_class``: its loss is a sum over classes that share only draws of (seed,
+  iteration), so a run may be split into shards of classes (cmidd/shards.py: DM);
 - where the CMI term enters, as each method's reference code has it: ``cmi_every_step`` (added
   to every yielded loss: DC/DSA before each of the ``outer_loop`` image updates, IDC at each
   matching step; else only to the first loss of an iteration) and ``new_proxy_every_step`` (a
@@ -117,6 +119,7 @@ class Method(ABC):
     learns_lr = False
     soft_labels = False
     stores_set = True
+    splits_by_class = False
     cmi_every_step = False
     new_proxy_every_step = False
     plugin = Plugin()  # plugin=none; ``use`` installs a technique (cmidd.plugins)
@@ -151,17 +154,19 @@ class Method(ABC):
     def provide(self, **pretrained) -> None:  # noqa: B027 -- most methods need nothing
         """The pre-trained objects of ``needs``, by kind, before the set is made."""
 
-    def initial_set(self, real, ipc: int, generator) -> SyntheticSet:
-        """The synthetic set the iterations start from: ``ipc`` images per class from distinct
-        random real images (``factor``^2 of them tiled per stored image) or noise; a plug-in
-        technique may choose the real images."""
+    def initial_set(self, real, ipc: int, generator, classes=None) -> SyntheticSet:
+        """The synthetic set the iterations start from: ``ipc`` images per class (of
+        ``classes``, all by default) from distinct random real images (``factor``^2 of them
+        tiled per stored image) or noise; a plug-in technique may choose the real images."""
 
-        def pick(c: int, n: int) -> torch.Tensor:
+        def pick(c: int, n: int, stream) -> torch.Tensor:
             chosen = self.plugin.initial_images(c, real, n)
-            return real.sample(c, n, generator) if chosen is None else chosen
+            return real.sample(c, n, stream) if chosen is None else chosen
 
         lr = None if self.synthetic_lr is None else self.synthetic_lr["init"]
-        return SyntheticSet.from_real(real, ipc, generator, self.init, self.factor, lr, pick)
+        return SyntheticSet.from_real(
+            real, ipc, generator, self.init, self.factor, lr, pick, classes=classes
+        )
 
     def optimizer(self, synthetic: SyntheticSet):
         """The optimizer of the set's images (and of its learnable lr, at its own step)."""
@@ -202,37 +207,56 @@ class ClassMatching(Method):
         self.seed, self.device = seed, device
         self.sampler = generator(seed, f"{prefix}/real")
         self.aug_gen = generator(seed, f"{prefix}/augment")
+        # class_pairs draws each class from its own streams, so that a class's draws do not
+        # depend on which other classes a run holds (a shard of the classes, cmidd/shards.py)
+        classes = range(real.num_classes)
+        self.class_samplers = [generator(seed, f"{prefix}/real/{c}") for c in classes]
+        self.class_augs = [generator(seed, f"{prefix}/augment/{c}") for c in classes]
 
     def use(self, plugin: Plugin) -> None:
         super().use(plugin)
         self.batch_real = plugin.batch_real or self.batch_real  # the technique's own, if any
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.get_state(), "augment": self.aug_gen.get_state()}
+        return {
+            "sampler": self.sampler.get_state(),
+            "augment": self.aug_gen.get_state(),
+            "class_samplers": [g.get_state() for g in self.class_samplers],
+            "class_augs": [g.get_state() for g in self.class_augs],
+        }
 
     def load_state_dict(self, state: dict) -> None:
+        if "class_samplers" not in state:
+            raise UserError(
+                "resume=... is invalid: the checkpoint comes from a cmidd that drew every "
+                "class from one random stream; start the run again"
+            )
         self.sampler.set_state(state["sampler"])
         self.aug_gen.set_state(state["augment"])
+        for g, s in zip(self.class_samplers, state["class_samplers"], strict=True):
+            g.set_state(s)
+        for g, s in zip(self.class_augs, state["class_augs"], strict=True):
+            g.set_state(s)
 
     def fresh_network(self, name: str):
         """A network of ``make_net`` initialized from (seed, name), on the device."""
         return build_seeded(self.make_net, self.seed, name, **self.real.net_args).to(self.device)
 
     def class_pairs(self, synthetic, net, syn_max: int = None):
-        """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class;
-        with ``syn_max``, at most that many random (decoded) synthetic images per class. The real
-        images are random unless the plug-in chooses them (by the matching ``net``)."""
+        """(class, augmented real batch, augmented synthetic batch, synthetic labels) per class of
+        the set; with ``syn_max``, at most that many random (decoded) synthetic images per class.
+        The real images are random unless the plug-in chooses them (by the matching ``net``)."""
         images, labels = synthetic.decoded()
-        for c in range(self.real.num_classes):
+        for c in synthetic.classes:
+            sampler, aug_gen = self.class_samplers[c], self.class_augs[c]
             real = self.plugin.real_batch(c, self.real, net, self.batch_real)
             if real is None:
-                real = self.real.sample(c, self.batch_real, self.sampler)
+                real = self.real.sample(c, self.batch_real, sampler)
             syn = images[labels == c]
             if syn_max is not None and len(syn) > syn_max:
-                syn = syn[torch.randperm(len(syn), generator=self.sampler)[:syn_max].to(syn.device)]
-            draw = self.augment.draw(
-                max(len(real), len(syn)), real.shape[-2:], self.aug_gen, shared=True
-            )
+                syn = syn[torch.randperm(len(syn), generator=sampler)[:syn_max].to(syn.device)]
+            n = max(len(real), len(syn))
+            draw = self.augment.draw(n, real.shape[-2:], aug_gen, shared=True)
             yield (
                 c,
                 self.augment.apply(real, draw),

@@ -3,6 +3,7 @@
 import torch
 
 from ..batching import infer, per_sample
+from ..fused import fused
 from .base import ClassMatching
 
 
@@ -25,6 +26,8 @@ class DM(ClassMatching):
     mix classes.
     """
 
+    splits_by_class = True
+
     def __init__(self, net, batch_real: int, augment, real, seed: int, device, fuse_classes="auto"):
         super().__init__(real, augment, batch_real, seed, device, "dm")
         if fuse_classes not in ("auto", True, False):
@@ -37,7 +40,7 @@ class DM(ClassMatching):
         )
 
     def losses(self, synthetic, iteration: int):
-        net = self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False)
+        net = fused(self.fresh_network(f"dm/net/{iteration}").train().requires_grad_(False))
         pairs = list(self.class_pairs(synthetic, net))
         if self.fuse_classes and per_sample(net) and not self.plugin.per_class:
             reals, syns = [real for _, real, _, _ in pairs], [syn for _, _, syn, _ in pairs]

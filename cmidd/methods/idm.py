@@ -23,6 +23,7 @@ import torch
 from torch.nn import functional as F
 
 from ..batching import backward, infer
+from ..fused import fused
 from .base import ClassMatching
 
 
@@ -99,10 +100,10 @@ class IDM(ClassMatching):
         entry = self._pick(1)[0]
         net = entry["net"].requires_grad_(False)
         accuracy = 100.0 * entry["correct"] / entry["seen"] if entry["seen"] else 0.0
-        loss = 0.0
+        loss, view = 0.0, fused(net)  # compiled under compute.fuse
         for c, real, syn, syn_labels in self.class_pairs(synthetic, net):
-            real_features = infer(net, real, "embed")
-            features = net.embed(syn)
+            real_features = infer(view, real, "embed")
+            features = view.embed(syn)
             loss = loss + (real_features.mean(0) - features.mean(0)).pow(2).sum()
             loss = loss + self.plugin.class_loss(c, net, real_features, features, syn)
             if self.ce_weight > 0 and accuracy > 0:

@@ -1,0 +1,130 @@
+"""Distillation split into shards of classes (cmidd/shards.py): the merged set is the unsplit
+run's, and a merge refuses a missing or failed shard without writing a set."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT, TINY
+
+from cmidd.cmi import empirical_cmi
+from cmidd.components import load_real
+from cmidd.errors import UserError
+from cmidd.merge import merge_all
+from cmidd.synthetic import SyntheticSet
+
+# DM with the CMI term at a fixed weight, its proxies built on first use.
+RUN = [*TINY, "method=dm", "cmi.weight=10", "proxy.build_if_missing=true", "iterations=4"]
+
+
+def _launch(*args, cwd=ROOT):
+    done = subprocess.run(
+        [sys.executable, "launch.py", *args], cwd=cwd, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The whole run and its 2-shard sweep (merged by the sweep), sharing one cache."""
+    root = tmp_path_factory.mktemp("shards")
+    cache = f"cache_dir={root / 'cache'}"
+    _launch(*RUN, cache, f"hydra.run.dir={root / 'whole'}")
+    _launch("sweep=shards", *RUN, cache, f"hydra.sweep.dir={root / 'sweep'}")
+    return root
+
+
+def test_two_shards_merge_to_the_unsplit_set(runs):
+    whole = torch.load(runs / "whole" / "synthetic.pt", weights_only=True)
+    merged = torch.load(runs / "sweep" / "merged" / "synthetic.pt", weights_only=True)
+    assert torch.equal(whole["labels"], merged["labels"])
+    # The same sums in the same order on the CPU: equal; on a GPU equal up to float order.
+    torch.testing.assert_close(merged["images"], whole["images"], rtol=0, atol=1e-6)
+    assert not torch.equal(whole["images"], _start(runs))  # the run moved the set
+    a = json.loads((runs / "whole" / "results.json").read_text())
+    b = json.loads((runs / "sweep" / "merged" / "results.json").read_text())
+    assert b["accuracy"]["convnet"]["runs"] == a["accuracy"]["convnet"]["runs"]
+    assert b["cmi"]["end"] == pytest.approx(a["cmi"]["end"], rel=1e-5)
+    shards = [_results(p.parent) for p in (runs / "sweep").rglob("shard.pt")]
+    assert sorted(r["shard"]["classes"] for r in shards) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    assert [p.parent.name for p in (runs / "sweep").rglob("synthetic.pt")] == ["merged"]
+
+
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def _start(runs):
+    """The initial set of the runs (class by class from the init stream)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=RUN)
+    from cmidd.runtime import generator
+
+    return SyntheticSet.from_real(load_real(cfg, "cpu"), cfg.ipc, generator(0, "init")).images
+
+
+def _copy(runs, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs / "sweep", sweep, ignore=shutil.ignore_patterns("merged"))
+    return sweep, next(
+        p.parent for p in sweep.rglob("shard.pt") if _results(p.parent)["shard"]["index"]
+    )
+
+
+def test_a_failed_shard_is_refused_at_merge(runs, tmp_path):
+    sweep, second = _copy(runs, tmp_path)
+    results = _results(second)
+    results["status"] = "failed: the synthetic set became NaN"
+    (second / "results.json").write_text(json.dumps(results))
+    with pytest.raises(UserError, match=r"shard 1 of 2 .* did not finish \(failed"):
+        merge_all(sweep, tmp_path / "merged", "cpu")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_a_missing_shard_is_named_at_merge(runs, tmp_path):
+    sweep, second = _copy(runs, tmp_path)
+    shutil.rmtree(second)
+    with pytest.raises(UserError, match=r"shard\(s\) \[1\] of 2 missing"):
+        merge_all(sweep, tmp_path / "merged", "cpu")
+    assert not (tmp_path / "merged").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["method=dsa"], "method=dsa: its classes meet in a trained network"),
+        (["method=dm", "cmi.weight=auto"], "cmi.weight=auto"),
+        (["method=dm", "shard.index=2"], "shard.index=2 is invalid: shards are 0 to 1"),
+    ],
+)
+def test_shards_refuse_what_does_not_split(app_error, overrides, message):
+    status, line = app_error("shard.count=2", *overrides)
+    assert status == 2
+    assert message in line
+
+
+def test_a_class_starts_the_same_whichever_classes_a_set_holds(tiny):
+    from cmidd.runtime import generator
+
+    real = load_real(tiny(), "cpu")
+    whole = SyntheticSet.from_real(real, 3, generator(0, "init"))
+    part = SyntheticSet.from_real(real, 3, generator(0, "init"), classes=[4, 7])
+    assert part.classes == [4, 7]
+    for c in (4, 7):
+        assert torch.equal(part.by_class(c), whole.by_class(c))
+
+
+def test_the_cmi_of_shards_with_the_whole_size_adds_up_to_the_sets():
+    outputs = torch.randn(12, 5, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(4).repeat_interleave(3)
+    low, high = labels < 2, labels >= 2
+    parts = empirical_cmi(outputs[low], labels[low], total=12) + empirical_cmi(
+        outputs[high], labels[high], total=12
+    )
+    torch.testing.assert_close(parts, empirical_cmi(outputs, labels))
