@@ -19,6 +19,7 @@ from . import files, overrides
 from .cmi import SPACES, set_cmi
 from .components import load_real, measuring_pool
 from .errors import UserError, describe
+from .neutral import HOW
 from .runtime import resolve_device
 from .shards import SET
 from .synthetic import SyntheticSet
@@ -90,10 +91,11 @@ def _composed(folder: Path, recorded: dict, device: str, config_name: str) -> Di
     kept = [o for o in saved if overrides.key(o).split(".")[0] not in ("shard", "hydra", "sweep")]
     cfg = compose(config_name=config_name, overrides=[*kept, "shard.count=1", f"device={device}"])
     again = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))  # as recorded
+    how = {prefix.rstrip(".") for prefix in HOW}  # speed and logging: no part of the result
     differ = sorted(
         k
         for k in again.keys() | recorded.keys()
-        if k not in ("shard", "device") and again.get(k) != recorded.get(k)
+        if k not in how | {"shard"} and again.get(k) != recorded.get(k)
     )
     if differ:
         raise UserError(

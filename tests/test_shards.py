@@ -14,6 +14,7 @@ from cmidd.cmi import empirical_cmi
 from cmidd.components import load_real
 from cmidd.errors import UserError
 from cmidd.merge import merge_all
+from cmidd.report.runs import read_sweep
 from cmidd.synthetic import SyntheticSet
 
 # DM with the CMI term at a fixed weight, its proxies built on first use.
@@ -52,6 +53,10 @@ def test_two_shards_merge_to_the_unsplit_set(runs):
     shards = [_results(p.parent) for p in (runs / "sweep").rglob("shard.pt")]
     assert sorted(r["shard"]["classes"] for r in shards) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     assert [p.parent.name for p in (runs / "sweep").rglob("synthetic.pt")] == ["merged"]
+    # The report reads the merged run as the run, under the shards' overrides but their index.
+    (run,) = read_sweep(runs / "sweep")
+    assert run.path.name == "merged" and run.ok and run.seed == 0
+    assert "method=dm" in run.key and "shard" not in run.key
 
 
 def _results(folder):

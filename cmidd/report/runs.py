@@ -95,6 +95,13 @@ def _overrides(job: Path) -> list:
     return []
 
 
+def _merged_overrides(results: dict) -> list:
+    """A merged run's overrides: its first shard's, without the shard's index."""
+    shards = results.get("shards") or []
+    kept = _overrides(Path(shards[0])) if shards else []
+    return [o for o in kept if not o.lstrip("+~").startswith("shard.")]
+
+
 def read_sweep(root: Path) -> list:
     """Every job under ``root``: a directory with Hydra's ``.hydra/`` or a ``results.json``."""
     if not root.is_dir():
@@ -110,11 +117,14 @@ def read_sweep(root: Path) -> list:
         )
     runs = []
     for job in job_dirs:
-        key, seed = _job_key(_overrides(job))
-        run = Run(path=job, key=key, seed=seed)
         results_file = job / "results.json"
+        results = json.loads(results_file.read_text()) if results_file.exists() else {}
+        if (results.get("shard") or {}).get("count", 1) > 1:
+            continue  # a part of a run's classes: its merge is the run (cmidd/merge.py)
+        key, seed = _job_key(_overrides(job) or _merged_overrides(results))
+        run = Run(path=job, key=key, seed=seed)
         if results_file.exists():
-            run.results = json.loads(results_file.read_text())
+            run.results = results
             run.status = run.results.get("status", "finished")
             run.seed = run.get("seed") if run.seed is None else run.seed
         else:
