@@ -49,11 +49,14 @@ def _check(key: str, value) -> None:
         valid, what = value == "auto" or count, "auto, 0 (off) or a number of images"
     elif key == "precision":
         valid, what = value == "bf16" or (type(value) is int and value == 32), "32 or bf16"
-    elif key in ("channels_last", "fuse"):
+    elif key == "channels_last":
         valid, what = isinstance(value, bool), "true or false"
+    elif key == "fuse":
+        valid, what = isinstance(value, bool), "true, false or auto"
     else:  # compile: a backend of torch.compile, listed only when needed (a slow import)
         valid = value == "none" or value in _backends()
-        what = "none or a torch.compile backend" if valid else f"none or one of {_backends()}"
+        what = "none, auto or a torch.compile backend"
+        what = what if valid else f"none, auto or one of {_backends()}"
     if not valid:
         name = key if key == "precision" else f"compute.{key}"
         raise UserError(f"{name}={value!r} is invalid: it must be {what}")
@@ -76,6 +79,11 @@ def configure(**values) -> None:
     _setting.update(values)
 
 
+# compute.fuse and compute.compile ``auto``: compiled on a CPU, where it measured faster at the
+# CPU preset's shapes (BENCHMARKS.md, "Speed work"); on CUDA not measured yet, so off there.
+AUTO = {"fuse": (True, False), "compile": ("inductor", "none")}
+
+
 def from_config(cfg) -> None:
     """The settings of a run's config: ``compute.*`` and ``precision``."""
     compute = dict(cfg.compute)
@@ -83,6 +91,10 @@ def from_config(cfg) -> None:
         if key not in _setting or key == "precision":  # precision is a top-level key
             keys = ", ".join(k for k in _setting if k != "precision")
             raise UserError(f"compute.{key} is not a setting: compute has {keys}")
+    on_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    for key, (cpu, cuda) in AUTO.items():
+        if compute.get(key) == "auto":
+            compute[key] = cpu if on_cpu else cuda
     configure(**compute, precision=cfg.precision)
 
 
