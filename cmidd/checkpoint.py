@@ -45,6 +45,8 @@ EXTENDABLE = ("iterations", "eval.every")
 # declares now lives on its class; a selection's optimizer was never stepped).
 ADDED = {
     "precision": 32,
+    "shard.count": 1,  # before class shards: the whole run
+    "shard.index": 0,
     "method.factor": 1,
     "dataset.val.per_class": 0,
     "dataset.val.seed": 0,

@@ -41,6 +41,12 @@ class _Output(nn.Module):
 def _compiled(net: nn.Module, output: str, device: torch.device):
     key = (repr(net), type(net), output, net.training, device.type)
     if key not in _graphs:
+        # Every compiled function here is functional_call's code, whose compiled variants
+        # (architectures, outputs, modes, input shapes) share one cache: past its limit dynamo
+        # would run the rest eagerly, with a warning only.
+        config = torch._dynamo.config
+        name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+        setattr(config, name, max(getattr(config, name), 64))
         template = _Output(copy.deepcopy(net), output)  # its structure; the weights come per call
         _graphs[key] = torch.compile(functools.partial(functional_call, template))
     return _graphs[key]

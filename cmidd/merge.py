@@ -11,26 +11,32 @@ from pathlib import Path
 import torch
 import yaml
 from hydra import compose
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from . import files, overrides
+from . import batching, files, overrides
+from .checkpoint import NEUTRAL, flatten
 from .cmi import SPACES, set_cmi
 from .components import load_real, measuring_pool
 from .errors import UserError, describe
 from .neutral import HOW
-from .runtime import resolve_device
+from .runtime import generator, resolve_device
 from .shards import SET
 from .synthetic import SyntheticSet
 
 log = logging.getLogger(__name__)
 
 
-def _without_shard(config: dict) -> str:
-    """What must be equal across the shards of one run: the config but its shard index."""
-    rest = {k: v for k, v in config.items() if k != "shard"}
-    return json.dumps(rest | {"shard_count": config["shard"]["count"]}, sort_keys=True)
+def _run_key(config: dict) -> str:
+    """What the shards of one run share: the config but the shard's index and the keys that
+    change no result (a shard re-run with ``resume=``, on another device, ...)."""
+    kept = {
+        k: v for k, v in flatten(config).items() if k != "shard.index" and not k.startswith(NEUTRAL)
+    }
+    return json.dumps(kept, sort_keys=True, default=str)
 
 
 def find(root: Path) -> dict:
@@ -40,7 +46,12 @@ def find(root: Path) -> dict:
         results = json.loads(path.read_text())
         shard = results.get("config", {}).get("shard") or {}
         if shard.get("count", 1) > 1:
-            run = runs.setdefault(_without_shard(results["config"]), {})
+            run = runs.setdefault(_run_key(results["config"]), {})
+            if shard["index"] in run:
+                raise UserError(
+                    f"shards={root} is invalid: shard {shard['index']} of one run is in both "
+                    f"{run[shard['index']][0]} and {path.parent}; keep one"
+                )
             run[shard["index"]] = (path.parent, results)
     if not runs:
         raise UserError(f"shards={root} is invalid: no shard's results.json under it")
@@ -55,6 +66,12 @@ def _read_parts(shards: dict, count: int) -> list:
         raise UserError(
             f"shard(s) {missing} of {count} missing under {where}: run them (shard.index=...) "
             "and merge again"
+        )
+    commits = {(r.get("manifest") or {}).get("commit") for _, r in shards.values()}
+    if len(commits) > 1:
+        raise UserError(
+            f"shards under {shards[0][0].parent} ran at different commits "
+            f"({', '.join(sorted(map(str, commits)))}): re-run them at one"
         )
     parts = []
     for k in range(count):
@@ -89,7 +106,13 @@ def _composed(folder: Path, recorded: dict, device: str, config_name: str) -> Di
     except (OSError, yaml.YAMLError) as error:
         raise UserError(f"shards: {path} cannot be read ({describe(error)})") from None
     kept = [o for o in saved if overrides.key(o).split(".")[0] not in ("shard", "hydra", "sweep")]
-    cfg = compose(config_name=config_name, overrides=[*kept, "shard.count=1", f"device={device}"])
+    try:
+        cfg = compose(
+            config_name=config_name, overrides=[*kept, "shard.count=1", f"device={device}"]
+        )
+    except (HydraException, OmegaConfBaseException) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise UserError(f"shards: the run in {folder} does not compose ({reason})") from None
     again = json.loads(json.dumps(OmegaConf.to_container(cfg, resolve=True)))  # as recorded
     how = {prefix.rstrip(".") for prefix in HOW}  # speed and logging: no part of the result
     differ = sorted(
@@ -109,7 +132,8 @@ def merge_run(
     shards: dict, out_dir: Path, device: str, evaluate: bool = True, config_name: str = "config"
 ) -> dict:
     """Merge one run's shards into ``out_dir``: synthetic.pt, and results.json with the set's
-    accuracy (the run's protocol) and CMI (the measuring proxy), unless ``evaluate`` is False."""
+    accuracy (the run's protocol) and CMI (the measuring proxy), unless ``evaluate`` is False.
+    Nothing but results.json saying ``running`` is written before the set is evaluated."""
     folder, first = shards[min(shards)]
     count = first["config"]["shard"]["count"]
     parts = _read_parts(shards, count)
@@ -117,33 +141,49 @@ def merge_run(
     cfg = _composed(folder, first["config"], device, config_name)
     results = {
         "accuracy": {},
-        "cmi": {"end": None},
+        "cmi": {"start": None, "end": None, "weight": first["cmi"].get("weight")},
         "iterations": first["config"]["iterations"],
         "seconds_per_iteration": max(r["seconds_per_iteration"] for _, r in shards.values()),
         "shards": [str(shards[k][0]) for k in range(count)],
         "config": OmegaConf.to_container(cfg, resolve=True),
+        "manifest": first.get("manifest", {}),
         "status": "running",
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    meta = {k: parts[0].meta[k] for k in ("iteration", "seed", "dataset")}
-    synthetic.save(out_dir / "synthetic.pt", **meta)
-    log.info("%d shards merged into %s", count, out_dir / "synthetic.pt")
+    (out_dir / "synthetic.pt").unlink(missing_ok=True)  # an earlier merge's, if any
+    files.write_json(out_dir / "results.json", results)
     if evaluate:
-        real = load_real(cfg, resolve_device(device))
-        synthetic = synthetic.to(real.test_images.device)
-        images, labels = synthetic.train_set()
-        results["accuracy"] = instantiate(cfg.eval)(
-            images, labels, real, cfg.seed, stream=f"eval/{cfg.iterations}", lr=synthetic.learned_lr
-        )
-        pool = measuring_pool(cfg, real, real.test_images.device)
-        if pool is not None:
-            outputs = getattr(pool.first, SPACES[cfg.cmi.space])
-            results["cmi"]["end"] = set_cmi(outputs, *synthetic.decoded())
-        for arch, r in results["accuracy"].items():
-            log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
+        _evaluate(cfg, synthetic, results)
+    meta = {k: parts[0].meta[k] for k in ("iteration", "seed", "dataset")}
+    synthetic.cpu().save(out_dir / "synthetic.pt", **meta)
+    log.info("%d shards merged into %s", count, out_dir / "synthetic.pt")
     results["status"] = "finished"
     files.write_json(out_dir / "results.json", results)
     return results
+
+
+def _evaluate(cfg: DictConfig, synthetic: SyntheticSet, results: dict) -> None:
+    """The merged set's accuracy under the run's protocol and streams (those of the unsplit
+    run's final evaluation), and its CMI at the start and the end under the measuring proxy."""
+    batching.from_config(cfg)
+    real = load_real(cfg, resolve_device(cfg.device))
+    device = real.test_images.device
+    synthetic = synthetic.to(device)
+    images, labels = synthetic.train_set()
+    evaluator = instantiate(cfg.eval)
+    results["accuracy"] = evaluator(
+        images, labels, real, cfg.seed, stream=f"eval/{cfg.iterations}", lr=synthetic.learned_lr
+    )
+    pool = measuring_pool(cfg, real, device)
+    if pool is not None:
+        outputs = getattr(pool.first, SPACES[cfg.cmi.space])
+        # DM's start (the only method that splits): the classes' images from the init stream
+        init = generator(cfg.seed, "init")
+        start = SyntheticSet.from_real(real, cfg.ipc, init, cfg.method.init, cfg.method.factor)
+        results["cmi"]["start"] = set_cmi(outputs, *start.decoded())
+        results["cmi"]["end"] = set_cmi(outputs, *synthetic.decoded())
+    for arch, r in results["accuracy"].items():
+        log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
 
 
 def _run_folder(shards: dict) -> str:
@@ -172,15 +212,19 @@ def merge(cfg: DictConfig, out_dir: Path, evaluate: bool = True) -> dict:
 
 class MergeShards(Callback):
     """``sweep=shards``: once every shard of the sweep has run, merge them into
-    ``<sweep dir>/merged`` (a missing or failed shard: one line, exit status 2)."""
+    ``<sweep dir>/merged`` (a missing or failed shard: one line, exit status 2). Hydra calls it
+    before ``SweepErrors``, which lists the jobs that failed: then it merges nothing."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         root = Path(config.hydra.sweep.dir)
+        if any(root.rglob("error.txt")):
+            print("the shards were not merged: job(s) failed (below)", file=sys.stderr)
+            return
         try:
             merge_all(
                 root, root / "merged", config.device, config_name=config.hydra.job.config_name
             )
-        except UserError as error:
-            print(f"error: {error}", file=sys.stderr)
+        except Exception as error:  # noqa: BLE001 -- a callback's exception is only a warning
+            print(f"error: merging the shards: {describe(error)}", file=sys.stderr)
             raise SystemExit(2) from None
         print(f"merged set in {root / 'merged'}", file=sys.stderr)

@@ -39,9 +39,9 @@ class Shard:
 def shard_of(cfg: DictConfig, method, term, real) -> Shard:
     """The run's shard (``shard.index`` of ``shard.count``), or None for a whole run."""
     count = check_number("shard.count", cfg.shard.count, 1, integer=True)
-    if count == 1:
-        return None
     index = check_number("shard.index", cfg.shard.index, 0, integer=True)
+    if count == 1 and index == 0:
+        return None
     if index >= count:
         raise UserError(f"shard.index={index} is invalid: shards are 0 to {count - 1}")
     if count > real.num_classes:

@@ -17,15 +17,26 @@ def _distilled(cfg, out):
     out.mkdir(parents=True)
     parts = components(cfg)
     Distillation(parts, cfg.iterations, out).run()
-    return parts.synthetic.images.detach()
+    return parts.synthetic.images.detach().cpu()
 
 
-def test_a_fused_dm_cmi_run_gives_the_plain_runs_set(tiny, tmp_path):
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.cuda,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    ],
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_a_fused_dm_cmi_run_gives_the_plain_runs_set(tiny, tmp_path, device):
     overrides = ["method=dm", "cmi.weight=100", "proxy.build_if_missing=true", "iterations=4"]
+    overrides.append(f"device={device}")
     plain = _distilled(tiny(*overrides), tmp_path / "plain")
     compiled = _distilled(tiny(*overrides, "compute.fuse=true"), tmp_path / "fused")
     batching.configure(fuse=False)
-    start = components(tiny(*overrides)).synthetic.images.detach()
+    start = components(tiny(*overrides)).synthetic.images.detach().cpu()
     assert (plain - start).abs().max() > 1e-3  # the runs moved the set
     # Tolerance: 4 iterations of float32 sums in another order (measured: < 1e-6).
     torch.testing.assert_close(compiled, plain, rtol=0, atol=1e-5)

@@ -50,6 +50,7 @@ def test_two_shards_merge_to_the_unsplit_set(runs):
     b = json.loads((runs / "sweep" / "merged" / "results.json").read_text())
     assert b["accuracy"]["convnet"]["runs"] == a["accuracy"]["convnet"]["runs"]
     assert b["cmi"]["end"] == pytest.approx(a["cmi"]["end"], rel=1e-5)
+    assert b["cmi"]["start"] == pytest.approx(a["cmi"]["start"], rel=1e-5)
     shards = [_results(p.parent) for p in (runs / "sweep").rglob("shard.pt")]
     assert sorted(r["shard"]["classes"] for r in shards) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
     assert [p.parent.name for p in (runs / "sweep").rglob("synthetic.pt")] == ["merged"]
@@ -90,6 +91,22 @@ def test_a_failed_shard_is_refused_at_merge(runs, tmp_path):
     with pytest.raises(UserError, match=r"shard 1 of 2 .* did not finish \(failed"):
         merge_all(sweep, tmp_path / "merged", "cpu")
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_shard_run_again_elsewhere_merges_and_a_duplicate_is_refused(runs, tmp_path):
+    from hydra import initialize_config_dir
+
+    sweep, second = _copy(runs, tmp_path)
+    results = _results(second)  # resumed, on another device: nothing the set depends on
+    results["config"] |= {"resume": str(second), "device": "cuda", "log_every": 7}
+    (second / "results.json").write_text(json.dumps(results))
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        merged = merge_all(sweep, tmp_path / "merged", "cpu", evaluate=False)
+    assert (tmp_path / "merged" / "synthetic.pt").is_file()
+    assert next(iter(merged.values()))["status"] == "finished"
+    shutil.copytree(second, sweep / "again")
+    with pytest.raises(UserError, match="shard 1 of one run is in both"):
+        merge_all(sweep, tmp_path / "merged2", "cpu")
 
 
 def test_a_missing_shard_is_named_at_merge(runs, tmp_path):

@@ -121,7 +121,8 @@ def read_sweep(root: Path) -> list:
         results = json.loads(results_file.read_text()) if results_file.exists() else {}
         if (results.get("shard") or {}).get("count", 1) > 1:
             continue  # a part of a run's classes: its merge is the run (cmidd/merge.py)
-        key, seed = _job_key(_overrides(job) or _merged_overrides(results))
+        merged = results.get("shards")  # a merge's folder: the run's overrides, not task=merge's
+        key, seed = _job_key(_merged_overrides(results) if merged else _overrides(job))
         run = Run(path=job, key=key, seed=seed)
         if results_file.exists():
             run.results = results
