@@ -34,8 +34,10 @@ def test_quick_benchmark_writes_well_formed_json_and_summary(tmp_path, cache):
         "storage",
         "speed",
         "speed_options",
+        "fuse",
     }
     assert "skipped" in sections["storage"]  # the quick settings' digits stay in memory
+    assert "skipped" in sections["fuse"]  # compiling takes minutes
     assert sections["paper_step"]["speedup"] > 0
     for method in ("dm", "dsa"):
         acc = sections["accuracy"][method]
