@@ -38,8 +38,8 @@ class _Output(nn.Module):
         return getattr(self.net, self.output)(x)
 
 
-def _compiled(net: nn.Module, output: str, device: torch.device):
-    key = (repr(net), type(net), output, net.training, device.type)
+def _compiled(net: nn.Module, arch: str, output: str, device: torch.device):
+    key = (arch, type(net), output, net.training, device.type)
     if key not in _graphs:
         # Every compiled function here is functional_call's code, whose compiled variants
         # (architectures, outputs, modes, input shapes) share one cache: past its limit dynamo
@@ -59,6 +59,7 @@ class Fused(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self._orig_mod = net
+        self._arch = repr(net)  # the architecture, once: not on every forward
 
     def _call(self, output: str, x: torch.Tensor) -> torch.Tensor:
         net = self._orig_mod
@@ -66,7 +67,7 @@ class Fused(nn.Module):
             f"net.{name}": value
             for name, value in itertools.chain(net.named_parameters(), net.named_buffers())
         }
-        return _compiled(net, output, x.device)(state, (x,))
+        return _compiled(net, self._arch, output, x.device)(state, (x,))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self._call("embed", x)
