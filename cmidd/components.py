@@ -51,7 +51,7 @@ class Parts:
     synthetic: SyntheticSet
     optimizer: torch.optim.Optimizer  # None for a selection of real images
     scheduler: object = None
-    shard: Shard = None  # the classes this process distils (cmidd/shards.py); None: all
+    shard: Shard = None  # the part of the set this process distils (cmidd/shards.py); None: all
 
 
 def built(make, node: DictConfig = None, key: str = None):
@@ -194,8 +194,8 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
     method.provide(**{kind: loaded[kind] for kind in method.needs})
     plugin.provide(**{kind: loaded[kind] for kind in plugin.needs})
     term.use(_term_pool(cfg, term, loaded, real, device), measuring_pool(cfg, real, device))
-    classes = None if shard is None else shard.classes
-    synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"), classes=classes)
+    part = {} if shard is None else {"classes": shard.classes, "indices": shard.indices}
+    synthetic = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"), **part)
     optimizer = method.optimizer(synthetic)
     return Parts(
         device=device,

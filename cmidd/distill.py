@@ -32,6 +32,25 @@ log = logging.getLogger(__name__)
 RECORDED = ("loss/", "cmi/weight")  # what the loss curve keeps of an iteration's logged values
 
 
+def evaluate_set(method, evaluator, synthetic, real, seed: int, iteration: int) -> dict:
+    """The accuracies of ``synthetic`` under ``evaluator`` (the run's protocol) after
+    ``iteration`` iterations, on the stream a run's evaluation at that iteration uses: the
+    decoded images with their targets, soft labels with the set if it has them."""
+    images, labels = synthetic.train_set()
+    soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
+    return method.evaluated(
+        lambda: evaluator(
+            images,
+            labels,
+            real,
+            seed,
+            stream=f"eval/{iteration}",
+            lr=synthetic.learned_lr,
+            **soft,
+        )
+    )
+
+
 def _finite(value: float, iteration: int, term: str, rates: str) -> float:
     if not math.isfinite(value):
         raise NonFiniteError(f"iteration {iteration + 1}: {term} is {value} (lower {rates})")
@@ -131,18 +150,8 @@ class Distillation:
 
     def _evaluate(self, iteration: int) -> dict:
         """Evaluate the set after ``iteration`` iterations (0: the initial set)."""
-        images, labels = self.synthetic.train_set()
-        soft = {} if self.synthetic.relabel is None else {"soft_labels": self.synthetic.relabel}
-        accuracy = self.method.evaluated(
-            lambda: self.evaluator(
-                images,
-                labels,
-                self.real,
-                self.seed,
-                stream=f"eval/{iteration}",
-                lr=self.synthetic.learned_lr,
-                **soft,
-            )
+        accuracy = evaluate_set(
+            self.method, self.evaluator, self.synthetic, self.real, self.seed, iteration
         )
         point = {"iteration": iteration, **{arch: r["mean"] for arch, r in accuracy.items()}}
         self._add_point("accuracy_curve", point)
@@ -325,9 +334,9 @@ class Distillation:
         if self.checkpointer is not None:  # the last checkpoint is written: Ctrl-C stops now
             self.checkpointer.immediate = True
         self.results["seconds_per_iteration"] = self.seconds / max(self.iterations, 1)
-        self.method.finish(self.synthetic)
         self.results["cmi"]["weight"] = self.cmi.weight
-        if self.shard is None:
+        if self.shard is None:  # a shard's part waits for the whole set (cmidd/merge.py)
+            self.method.finish(self.synthetic)
             self._measure("end")
             tic = time.perf_counter()
             self.results["accuracy"] = self._evaluate(self.iterations)

@@ -1,6 +1,7 @@
-"""``task=merge``: the shards of a class-sharded run (cmidd/shards.py) joined into one
-``synthetic.pt``, evaluated with the run's protocol and streams and measured under its measuring
-proxy; also run by ``sweep=shards`` once its jobs have finished (``MergeShards``)."""
+"""``task=merge``: the shards of a sharded run (cmidd/shards.py) joined into one
+``synthetic.pt``, finished by the method's last stage (SRe2L's relabel), evaluated with the
+run's protocol and streams and measured under its measuring proxy; also run by ``sweep=shards``
+once its jobs have finished (``MergeShards``)."""
 
 import json
 import logging
@@ -17,11 +18,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import batching, files, overrides
+from . import batching, files, overrides, pretrained
 from .checkpoint import NEUTRAL, flatten
 from .cmi import SPACES, set_cmi
 from .components import load_real, measuring_pool
+from .distill import evaluate_set
 from .errors import UserError, describe
+from .methods.base import build_method
 from .neutral import HOW
 from .runtime import generator, resolve_device
 from .shards import SET
@@ -86,7 +89,8 @@ def _read_parts(shards: dict, count: int) -> list:
 
 
 def join(parts: list) -> SyntheticSet:
-    """One set from the shards' sets, class by class."""
+    """One set from the shards' sets (in shard order), class by class: a shard of classes
+    brings whole classes, a shard of IPC indices the next indices of every class."""
     first = parts[0]
     images = torch.cat([p.images.detach() for p in parts])
     labels = torch.cat([p.labels for p in parts])
@@ -153,7 +157,7 @@ def merge_run(
     (out_dir / "synthetic.pt").unlink(missing_ok=True)  # an earlier merge's, if any
     files.write_json(out_dir / "results.json", results)
     if evaluate:
-        _evaluate(cfg, synthetic, results)
+        synthetic = _evaluate(cfg, synthetic, results)
     meta = {k: parts[0].meta[k] for k in ("iteration", "seed", "dataset")}
     synthetic.cpu().save(out_dir / "synthetic.pt", **meta)
     log.info("%d shards merged into %s", count, out_dir / "synthetic.pt")
@@ -162,28 +166,28 @@ def merge_run(
     return results
 
 
-def _evaluate(cfg: DictConfig, synthetic: SyntheticSet, results: dict) -> None:
-    """The merged set's accuracy under the run's protocol and streams (those of the unsplit
-    run's final evaluation), and its CMI at the start and the end under the measuring proxy."""
+def _evaluate(cfg: DictConfig, synthetic: SyntheticSet, results: dict) -> SyntheticSet:
+    """The method's last stage on the merged set (SRe2L's relabel: the teacher's views of the
+    whole set), then its accuracy under the run's protocol and streams (those of the unsplit run's
+    final evaluation), and its CMI at the start and the end under the measuring proxy."""
     batching.from_config(cfg)
     real = load_real(cfg, resolve_device(cfg.device))
     device = real.test_images.device
+    method = build_method(cfg.method, real, cfg.ipc, cfg.seed, device)
+    method.provide(**{kind: pretrained.get(kind, cfg, real, device) for kind in method.needs})
+    start = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
     synthetic = synthetic.to(device)
-    images, labels = synthetic.train_set()
+    method.finish(synthetic)
     evaluator = instantiate(cfg.eval)
-    results["accuracy"] = evaluator(
-        images, labels, real, cfg.seed, stream=f"eval/{cfg.iterations}", lr=synthetic.learned_lr
-    )
+    results["accuracy"] = evaluate_set(method, evaluator, synthetic, real, cfg.seed, cfg.iterations)
     pool = measuring_pool(cfg, real, device)
     if pool is not None:
         outputs = getattr(pool.first, SPACES[cfg.cmi.space])
-        # DM's start (the only method that splits): the classes' images from the init stream
-        init = generator(cfg.seed, "init")
-        start = SyntheticSet.from_real(real, cfg.ipc, init, cfg.method.init, cfg.method.factor)
         results["cmi"]["start"] = set_cmi(outputs, *start.decoded())
         results["cmi"]["end"] = set_cmi(outputs, *synthetic.decoded())
     for arch, r in results["accuracy"].items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
+    return synthetic
 
 
 def _run_folder(shards: dict) -> str:

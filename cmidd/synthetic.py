@@ -115,17 +115,20 @@ class SyntheticSet(nn.Module):
         lr: float = None,
         pick=None,
         classes=None,
+        indices=None,
     ):
         """``ipc`` stored images per class, from distinct random real images (factor^2 of them,
         downsampled and tiled, per stored image) or Gaussian noise; ``pick(c, n, stream)``, if
         given, chooses the real images of class c instead (from the class's ``stream``).
-        ``classes``: the classes the set holds (all by default; a shard of a run holds some).
-        Each class draws from its own stream, seeded from ``generator`` for every class in
-        turn, so a class starts the same whichever classes are held."""
+        ``classes``: the classes the set holds (all by default; a shard of a run holds some);
+        ``indices``: the images within each class it holds (all ``ipc`` by default; a shard by
+        IPC index holds a range). Each class draws all ``ipc`` from its own stream, seeded from
+        ``generator`` for every class in turn, so an image starts the same whichever are held."""
         if init not in ("real", "noise"):
             raise ValueError(f"method.init={init!r} is not one of real, noise")
         streams = class_streams(generator, real.num_classes)
         classes = range(real.num_classes) if classes is None else classes
+        indices = list(range(ipc) if indices is None else indices)
 
         def start(c: int) -> torch.Tensor:
             if init == "noise":
@@ -134,8 +137,8 @@ class SyntheticSet(nn.Module):
             return encode(pick_from(c, ipc * factor**2, streams[c]), factor)
 
         device = real.test_images.device
-        images = torch.cat([start(c).to(device) for c in classes])
-        labels = torch.tensor(list(classes), device=device).repeat_interleave(ipc)
+        images = torch.cat([start(c)[indices].to(device) for c in classes])
+        labels = torch.tensor(list(classes), device=device).repeat_interleave(len(indices))
         synthetic = cls(images, labels, real.mean, real.std, factor, lr)
         synthetic.whitening = real.whitening
         return synthetic

@@ -1,5 +1,6 @@
-"""Distillation split into shards of classes (cmidd/shards.py): the merged set is the unsplit
-run's, and a merge refuses a missing or failed shard without writing a set."""
+"""Distillation split into shards (cmidd/shards.py), of classes (DM) or of IPC indices (SRe2L):
+the merged set is the unsplit run's, and a merge refuses a missing or failed shard without
+writing a set."""
 
 import json
 import shutil
@@ -9,6 +10,7 @@ import sys
 import pytest
 import torch
 from conftest import ROOT, TINY
+from test_sre2l import SRE2L
 
 from cmidd.cmi import empirical_cmi
 from cmidd.components import load_real
@@ -58,6 +60,26 @@ def test_two_shards_merge_to_the_unsplit_set(runs):
     (run,) = read_sweep(runs / "sweep")
     assert run.path.name == "merged" and run.ok and run.seed == 0
     assert "method=dm" in run.key and "shard" not in run.key
+
+
+def test_sre2l_split_by_ipc_index_merges_to_the_unsplit_set_and_labels(tmp_path):
+    """Recovery in 2 shards of IPC indices ([0, 1] and [2]), relabelled at the merge: the whole
+    run's images, soft labels and student accuracy."""
+    run = [*SRE2L, "ipc=3", "cmi.weight=0", f"cache_dir={tmp_path / 'cache'}"]
+    _launch(*run, f"hydra.run.dir={tmp_path / 'whole'}")
+    _launch("sweep=shards", *run, f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    shards = [_results(p.parent)["shard"] for p in (tmp_path / "sweep").rglob("shard.pt")]
+    assert sorted(s["indices"] for s in shards) == [[0, 1], [2]]
+    assert all(s["classes"] == list(range(10)) for s in shards)
+    whole = torch.load(tmp_path / "whole" / "synthetic.pt", weights_only=True)
+    merged = torch.load(tmp_path / "sweep" / "merged" / "synthetic.pt", weights_only=True)
+    assert torch.equal(whole["labels"], merged["labels"])
+    torch.testing.assert_close(merged["images"], whole["images"], rtol=0, atol=1e-6)
+    for key, value in whole["relabel"].items():  # the views and the teacher's logits on them
+        assert torch.equal(torch.as_tensor(merged["relabel"][key]), torch.as_tensor(value)), key
+    a, b = _results(tmp_path / "whole"), _results(tmp_path / "sweep" / "merged")
+    assert b["accuracy"] == a["accuracy"]
+    assert b["cmi"]["end"] == pytest.approx(a["cmi"]["end"], rel=1e-5)
 
 
 def _results(folder):
@@ -121,6 +143,7 @@ def test_a_missing_shard_is_named_at_merge(runs, tmp_path):
     ("overrides", "message"),
     [
         (["method=dsa"], "method=dsa: its classes meet in a trained network"),
+        (["method=dm", "shard.count=11"], "shard.count=11 is invalid: method=dm splits by class"),
         (["method=dm", "cmi.weight=auto"], "cmi.weight=auto"),
         (["method=dm", "shard.index=2"], "shard.index=2 is invalid: shards are 0 to 1"),
     ],

@@ -240,6 +240,12 @@ def test_three_stages_end_to_end_and_evaluate_uses_the_soft_labels(weight, tmp_p
     assert code == 2 and "eval=kd" in last and "soft labels" in last, last
 
 
+def test_shards_of_ipc_indices_are_at_most_the_ipc(stops):
+    code, last = stops("cmi.weight=0", "shard.count=3", "shard.index=1")
+    assert code == 2
+    assert "shard.count=3 is invalid: method=sre2l splits by ipc and the run has 2" in last
+
+
 def test_a_teacher_from_a_torchvision_format_file(tmp_path, stops):
     from cmidd.nets import ConvNet
     from cmidd.pretrained.teachers import KIND

@@ -17,8 +17,10 @@ name, MTT's student net). What a method *is* is declared once, on its class:
 - ``soft_labels``: it stores soft labels with its set (SRe2L), which only ``eval=kd`` uses;
 - ``stores_set``: False when its set is not worth a file (the whole training split), whose
   accuracy ``evaluated`` may also take from a cache;
-- ``splits_by_class``: its loss is a sum over classes that share only draws of (seed,
-  iteration), so a run may be split into shards of classes (cmidd/shards.py: DM);
+- ``splits_by``: how a run may be split over processes (cmidd/shards.py): ``"class"`` where its
+  loss is a sum over classes that share only draws of (seed, iteration) (DM), ``"ipc"`` where
+  the images at different indices within the classes never meet (SRe2L's recovery batches);
+  None: not split;
 - where the CMI term enters, as each method's reference code has it: ``cmi_every_step`` (added
   to every yielded loss: DC/DSA before each of the ``outer_loop`` image updates, IDC at each
   matching step; else only to the first loss of an iteration) and ``new_proxy_every_step`` (a
@@ -119,7 +121,7 @@ class Method(ABC):
     learns_lr = False
     soft_labels = False
     stores_set = True
-    splits_by_class = False
+    splits_by = None  # "class" | "ipc" | None
     cmi_every_step = False
     new_proxy_every_step = False
     plugin = Plugin()  # plugin=none; ``use`` installs a technique (cmidd.plugins)
@@ -154,10 +156,11 @@ class Method(ABC):
     def provide(self, **pretrained) -> None:  # noqa: B027 -- most methods need nothing
         """The pre-trained objects of ``needs``, by kind, before the set is made."""
 
-    def initial_set(self, real, ipc: int, generator, classes=None) -> SyntheticSet:
+    def initial_set(self, real, ipc: int, generator, classes=None, indices=None) -> SyntheticSet:
         """The synthetic set the iterations start from: ``ipc`` images per class (of
-        ``classes``, all by default) from distinct random real images (``factor``^2 of them
-        tiled per stored image) or noise; a plug-in technique may choose the real images."""
+        ``classes``, all by default; only those at ``indices`` within each class, if given) from
+        distinct random real images (``factor``^2 of them tiled per stored image) or noise; a
+        plug-in technique may choose the real images."""
 
         def pick(c: int, n: int, stream) -> torch.Tensor:
             chosen = self.plugin.initial_images(c, real, n)
@@ -165,7 +168,7 @@ class Method(ABC):
 
         lr = None if self.synthetic_lr is None else self.synthetic_lr["init"]
         return SyntheticSet.from_real(
-            real, ipc, generator, self.init, self.factor, lr, pick, classes=classes
+            real, ipc, generator, self.init, self.factor, lr, pick, classes, indices
         )
 
     def optimizer(self, synthetic: SyntheticSet):

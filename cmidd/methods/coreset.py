@@ -73,7 +73,7 @@ class Selection(Method):
     def __init__(self, real, seed: int, device):
         self.real, self.seed, self.device = real, seed, device
 
-    def initial_set(self, real, ipc: int, generator, classes=None):
+    def initial_set(self, real, ipc: int, generator, classes=None, indices=None):
         """The selected real images (init, factor and lr do not apply to a selection)."""
         chosen = self.select(real, ipc, generator)
         images = torch.cat(

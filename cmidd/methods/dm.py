@@ -26,7 +26,7 @@ class DM(ClassMatching):
     mix classes.
     """
 
-    splits_by_class = True
+    splits_by = "class"
 
     def __init__(self, net, batch_real: int, augment, real, seed: int, device, fuse_classes="auto"):
         super().__init__(real, augment, batch_real, seed, device, "dm")

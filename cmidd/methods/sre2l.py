@@ -10,7 +10,9 @@ every BatchNorm layer match the layer's running ones (SRe2L's recover/data_synth
 with a_1 = ``first_bn_multiplier`` and a_l = 1 after, biased batch variances, and one jitter
 draw per batch and step (a random-resized crop and a flip of the whole batch, then a roll by a
 random number of pixels). A batch holds one image of each of ``batch_size`` classes, at one index
-within the classes, as SRe2L's loops over ipc_id and class chunks.
+within the classes, as SRe2L's loops over ipc_id and class chunks; the batches of an index draw
+their jitter from that index's own stream, so a run split by ranges of indices (cmidd/shards.py,
+as the reference launches one job per range of ipc_id) draws what the whole run draws.
 
 SRe2L recovers its batches one after another, each with a fresh Adam and a cosine schedule. The
 batches share nothing, and Adam acts elementwise, so here every iteration steps all batches at
@@ -28,10 +30,10 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .. import runtime
 from ..crops import crop_box, resized_crop
 from ..errors import UserError
 from ..relabel import check_recipe, relabel
-from ..runtime import generator
 from .base import Method
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class SRe2L(Method):
 
     needs = ("teacher",)
     soft_labels = True
+    splits_by = "ipc"
 
     def __init__(
         self,
@@ -99,38 +102,54 @@ class SRe2L(Method):
                 f"method.algorithm.relabel.padding={padding} is invalid with zca.enabled=true: "
                 "the padding is black in normalized pixels, not in whitened ones"
             )
-        self.seed, self.gen = seed, generator(seed, "sre2l/jitter")
+        self.seed, self.indices, self.gens = seed, [], {}
 
     def provide(self, teacher: nn.Module) -> None:
         self.teacher = teacher
 
+    def initial_set(self, real, ipc: int, init, classes=None, indices=None):
+        """Noise (``method.init``), and a jitter stream for each index within the classes held
+        (all ``ipc`` of them, or a shard's ``indices``)."""
+        self.indices = list(range(ipc) if indices is None else indices)
+        self.gens = {k: runtime.generator(self.seed, f"sre2l/jitter/{k}") for k in self.indices}
+        return super().initial_set(real, ipc, init, classes, indices)
+
     def state_dict(self) -> dict:
-        return {"jitter": self.gen.get_state()}
+        return {"jitter_streams": {k: g.get_state() for k, g in self.gens.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.gen.set_state(state["jitter"])
+        if "jitter_streams" not in state:
+            raise UserError(
+                "resume=... is invalid: the checkpoint comes from a cmidd that jittered every "
+                "recovery batch from one random stream; start the run again"
+            )
+        for k, g in self.gens.items():
+            g.set_state(state["jitter_streams"][k])
 
     def batches(self, labels: torch.Tensor) -> list:
-        """Rows of the set per recovery batch: for each index within the classes, the classes in
-        chunks of ``batch_size``, one image each."""
+        """(index, rows) per recovery batch: for each index within the classes (of
+        ``self.indices``, the set's images in order), the classes in chunks of ``batch_size``,
+        one image each, by their rows in the set."""
         rows = [torch.nonzero(labels == c).flatten() for c in range(self.real.num_classes)]
-        per_class = min(len(r) for r in rows)
-        chunks = range(0, len(rows), self.batch_size)
+        chunks = [
+            range(a, min(a + self.batch_size, len(rows)))
+            for a in range(0, len(rows), self.batch_size)
+        ]
         return [
-            torch.stack([rows[c][k] for c in range(a, min(a + self.batch_size, len(rows)))])
-            for k in range(per_class)
-            for a in chunks
+            (index, torch.stack([rows[c][k] for c in chunk]))
+            for k, index in enumerate(self.indices)
+            for chunk in chunks
         ]
 
-    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+    def _jitter(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         h, w = x.shape[-2:]
         if self.crop_scale is not None:
-            box = crop_box(h, w, self.crop_scale, (3 / 4, 4 / 3), self.gen)
+            box = crop_box(h, w, self.crop_scale, (3 / 4, 4 / 3), gen)
             x = resized_crop(x, box, (h, w))
-        if self.flip and torch.rand(1, generator=self.gen).item() < 0.5:
+        if self.flip and torch.rand(1, generator=gen).item() < 0.5:
             x = x.flip(3)
         low, high = self.jitter
-        shifts = torch.randint(low, high + 1, (2,), generator=self.gen).tolist()
+        shifts = torch.randint(low, high + 1, (2,), generator=gen).tolist()
         return torch.roll(x, shifts=shifts, dims=(2, 3))
 
     def _batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -141,8 +160,8 @@ class SRe2L(Method):
         images, labels = synthetic.images, synthetic.labels
         batches = self.batches(labels)
         total = 0.0
-        for rows in batches:
-            x = self._jitter(images[rows])
+        for index, rows in batches:
+            x = self._jitter(images[rows], self.gens[index])
             if len(batches) == 1:
                 total = total + self._batch_loss(x, labels[rows])
             else:  # only this batch's input is kept; backward recomputes its activations
@@ -158,7 +177,7 @@ class SRe2L(Method):
         synthetic.relabel = relabel(
             images.detach(),
             self.teacher,
-            generator=generator(self.seed, "sre2l/relabel"),
+            generator=runtime.generator(self.seed, "sre2l/relabel"),
             fill=black,
             **self.relabel,
         )

@@ -35,7 +35,7 @@ class WholeDataset(Selection):
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         self.cached = Path(cache_dir).expanduser() / "whole" / real.name / f"{digest}.json"
 
-    def initial_set(self, real, ipc: int, generator, classes=None) -> SyntheticSet:
+    def initial_set(self, real, ipc: int, generator, classes=None, indices=None) -> SyntheticSet:
         images, labels = real.train_tensors()
         synthetic = SyntheticSet(images[:], labels, real.mean, real.std)
         synthetic.whitening = real.whitening
