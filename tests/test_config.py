@@ -210,6 +210,15 @@ def test_the_cpu_preset_of_sre2l_swaps_the_teacher_and_the_students():
     assert cfg.teacher.name == "convnet_bn" and cfg.teacher.net.norm == "batch"
 
 
+@pytest.mark.parametrize(
+    ("method", "fuse"), [("dm", "auto"), ("dsa", False), ("idm", False), ("mtt", False)]
+)
+def test_the_cpu_preset_compiles_the_distillation_path_only_where_it_measured_faster(method, fuse):
+    # DM + CMI 1.47x; DSA + CMI 1.00x; the others unmeasured (BENCHMARKS.md, "Speed work").
+    cfg = compose_config(["experiment=cpu_cifar10", f"method={method}"])
+    assert cfg.compute.fuse == fuse and cfg.compute.compile == "auto"
+
+
 @pytest.mark.parametrize("experiment", options("experiment"))
 def test_every_methods_algorithm_takes_the_keys_its_preset_gives_it(experiment):
     # A preset key meant for some methods (a net width, say) must not reach a method that has
