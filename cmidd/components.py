@@ -154,11 +154,13 @@ def measuring_pool(cfg: DictConfig, real, device):
         return None
 
 
-def _warn_inert(term, method: Method, evaluator, ipc: int) -> None:
-    if term.active and ipc == 1 and method.factor == 1:
+def _warn_inert(term, method: Method, evaluator, ipc: int, shard: Shard = None) -> None:
+    held = ipc if shard is None else len(shard.indices)  # a shard of IPC indices holds fewer
+    if term.active and held == 1 and method.factor == 1:
         weight = "auto" if term.auto else term.fixed
+        where = "at ipc=1" if shard is None else f"in shard {shard.index} (one IPC index)"
         warnings.warn(
-            f"cmi.weight={weight} at ipc=1: every class has one image, so it is its own "
+            f"cmi.weight={weight} {where}: every class has one image, so it is its own "
             "centroid and the CMI term is identically 0",
             stacklevel=3,
         )
@@ -184,9 +186,9 @@ def components(cfg: DictConfig, real: RealData = None) -> Parts:
         cfg.cmi.weight = "auto"
     real = load_real(cfg, device) if real is None else real
     method = built(lambda: build_method(cfg.method, real, cfg.ipc, cfg.seed, device))
-    _warn_inert(term, method, evaluator, cfg.ipc)
     method.use(plugin)
     shard = shard_of(cfg, method, term, real)
+    _warn_inert(term, method, evaluator, cfg.ipc, shard)
     # The expensive part, now that every setting is checked: each kind once, in a fixed order.
     pool = ["proxy"] if term.active and term.pretrained else []
     kinds = dict.fromkeys([*method.needs, *plugin.needs, *pool])

@@ -20,6 +20,7 @@ import torch
 
 from .checkpoint import Preempted
 from .errors import NonFiniteError, UserError, describe
+from .evaluate import evaluate_set
 from .files import write_json
 from .loggers import NullLogger
 from .manifest import peak_memory
@@ -30,25 +31,6 @@ from .synthetic import decode
 
 log = logging.getLogger(__name__)
 RECORDED = ("loss/", "cmi/weight")  # what the loss curve keeps of an iteration's logged values
-
-
-def evaluate_set(method, evaluator, synthetic, real, seed: int, iteration: int) -> dict:
-    """The accuracies of ``synthetic`` under ``evaluator`` (the run's protocol) after
-    ``iteration`` iterations, on the stream a run's evaluation at that iteration uses: the
-    decoded images with their targets, soft labels with the set if it has them."""
-    images, labels = synthetic.train_set()
-    soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
-    return method.evaluated(
-        lambda: evaluator(
-            images,
-            labels,
-            real,
-            seed,
-            stream=f"eval/{iteration}",
-            lr=synthetic.learned_lr,
-            **soft,
-        )
-    )
 
 
 def _finite(value: float, iteration: int, term: str, rates: str) -> float:

@@ -203,3 +203,22 @@ class Evaluator:
                     progress.log(log, a * self.models + k + 1, "evaluated %s %d", arch, k)
             results[arch] = summarize(runs, val_runs)
         return results
+
+
+def evaluate_set(method, evaluator, synthetic, real, seed: int, iteration: int) -> dict:
+    """The accuracies of ``synthetic`` under ``evaluator`` (the run's protocol) after
+    ``iteration`` iterations, on the stream a run's evaluation at that iteration uses: the
+    decoded images with their targets, soft labels with the set if it has them."""
+    images, labels = synthetic.train_set()
+    soft = {} if synthetic.relabel is None else {"soft_labels": synthetic.relabel}
+    return method.evaluated(
+        lambda: evaluator(
+            images,
+            labels,
+            real,
+            seed,
+            stream=f"eval/{iteration}",
+            lr=synthetic.learned_lr,
+            **soft,
+        )
+    )

@@ -22,8 +22,8 @@ from . import batching, files, overrides, pretrained
 from .checkpoint import NEUTRAL, flatten
 from .cmi import SPACES, set_cmi
 from .components import load_real, measuring_pool
-from .distill import evaluate_set
 from .errors import UserError, describe
+from .evaluate import evaluate_set
 from .methods.base import build_method
 from .neutral import HOW
 from .runtime import generator, resolve_device
@@ -135,8 +135,9 @@ def _composed(folder: Path, recorded: dict, device: str, config_name: str) -> Di
 def merge_run(
     shards: dict, out_dir: Path, device: str, evaluate: bool = True, config_name: str = "config"
 ) -> dict:
-    """Merge one run's shards into ``out_dir``: synthetic.pt, and results.json with the set's
-    accuracy (the run's protocol) and CMI (the measuring proxy), unless ``evaluate`` is False.
+    """Merge one run's shards into ``out_dir``: synthetic.pt (after the method's last stage),
+    and results.json with the set's accuracy (the run's protocol) and CMI (the measuring proxy),
+    unless ``evaluate`` is False.
     Nothing but results.json saying ``running`` is written before the set is evaluated."""
     folder, first = shards[min(shards)]
     count = first["config"]["shard"]["count"]
@@ -156,8 +157,9 @@ def merge_run(
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "synthetic.pt").unlink(missing_ok=True)  # an earlier merge's, if any
     files.write_json(out_dir / "results.json", results)
+    real, method, synthetic = _finished(cfg, synthetic)
     if evaluate:
-        synthetic = _evaluate(cfg, synthetic, results)
+        _evaluate(cfg, real, method, synthetic, results)
     meta = {k: parts[0].meta[k] for k in ("iteration", "seed", "dataset")}
     synthetic.cpu().save(out_dir / "synthetic.pt", **meta)
     log.info("%d shards merged into %s", count, out_dir / "synthetic.pt")
@@ -166,28 +168,33 @@ def merge_run(
     return results
 
 
-def _evaluate(cfg: DictConfig, synthetic: SyntheticSet, results: dict) -> SyntheticSet:
-    """The method's last stage on the merged set (SRe2L's relabel: the teacher's views of the
-    whole set), then its accuracy under the run's protocol and streams (those of the unsplit run's
-    final evaluation), and its CMI at the start and the end under the measuring proxy."""
+def _finished(cfg: DictConfig, synthetic: SyntheticSet) -> tuple:
+    """(real data, method, set) after the method's last stage on the merged set (SRe2L's
+    relabel: the teacher's views of the whole set; its teacher comes from the cache, or is
+    trained there with ``teacher.build_if_missing``)."""
     batching.from_config(cfg)
     real = load_real(cfg, resolve_device(cfg.device))
     device = real.test_images.device
     method = build_method(cfg.method, real, cfg.ipc, cfg.seed, device)
     method.provide(**{kind: pretrained.get(kind, cfg, real, device) for kind in method.needs})
-    start = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
     synthetic = synthetic.to(device)
     method.finish(synthetic)
+    return real, method, synthetic
+
+
+def _evaluate(cfg: DictConfig, real, method, synthetic: SyntheticSet, results: dict) -> None:
+    """The merged set's accuracy under the run's protocol and streams (those of the unsplit
+    run's final evaluation), and its CMI at the start and the end under the measuring proxy."""
     evaluator = instantiate(cfg.eval)
     results["accuracy"] = evaluate_set(method, evaluator, synthetic, real, cfg.seed, cfg.iterations)
-    pool = measuring_pool(cfg, real, device)
+    pool = measuring_pool(cfg, real, real.test_images.device)
     if pool is not None:
         outputs = getattr(pool.first, SPACES[cfg.cmi.space])
+        start = method.initial_set(real, cfg.ipc, generator(cfg.seed, "init"))
         results["cmi"]["start"] = set_cmi(outputs, *start.decoded())
         results["cmi"]["end"] = set_cmi(outputs, *synthetic.decoded())
     for arch, r in results["accuracy"].items():
         log.info("%s: accuracy %.4f ± %.4f", arch, r["mean"], r["std"])
-    return synthetic
 
 
 def _run_folder(shards: dict) -> str:

@@ -67,11 +67,14 @@ def shard_of(cfg: DictConfig, method, term, real) -> Shard:
             "trained network, so a shard would not distil what the whole run does (dm and sre2l "
             "split)"
         )
-    parts = {"class": real.num_classes, "ipc": cfg.ipc}[method.splits_by]
-    if count > parts:
+    parts = {
+        "class": (real.num_classes, f"dataset={real.name} has {real.num_classes} classes"),
+        "ipc": (cfg.ipc, f"the run has ipc={cfg.ipc}"),
+    }[method.splits_by]
+    if count > parts[0]:
         raise UserError(
-            f"shard.count={count} is invalid: method={cfg.method.name} splits by {method.splits_by}"
-            f" and the run has {parts}"
+            f"shard.count={count} is invalid: method={cfg.method.name} splits by "
+            f"{method.splits_by} and {parts[1]}"
         )
     if cfg.plugin.name != "none":
         raise UserError(f"shard.count={count} is invalid with plugin={cfg.plugin.name}: use none")

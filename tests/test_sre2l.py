@@ -243,7 +243,17 @@ def test_three_stages_end_to_end_and_evaluate_uses_the_soft_labels(weight, tmp_p
 def test_shards_of_ipc_indices_are_at_most_the_ipc(stops):
     code, last = stops("cmi.weight=0", "shard.count=3", "shard.index=1")
     assert code == 2
-    assert "shard.count=3 is invalid: method=sre2l splits by ipc and the run has 2" in last
+    assert "shard.count=3 is invalid: method=sre2l splits by ipc and the run has ipc=2" in last
+
+
+def test_a_shard_of_one_ipc_index_warns_that_its_cmi_term_is_zero(tmp_path):
+    from cmidd.components import components
+
+    shard = ["cmi.weight=1", "shard.count=2", "shard.index=1"]
+    cfg = compose_config([*SRE2L, *shard], cache_dir=tmp_path / "cache")
+    with pytest.warns(UserWarning, match=r"in shard 1 \(one IPC index\).*identically 0"):
+        parts = components(cfg)
+    assert parts.synthetic.images.shape[0] == 10  # one image per class: index 1
 
 
 def test_a_teacher_from_a_torchvision_format_file(tmp_path, stops):

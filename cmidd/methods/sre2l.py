@@ -19,7 +19,8 @@ batches share nothing, and Adam acts elementwise, so here every iteration steps 
 once: the loss is the sum of the batch losses (each batch under activation checkpointing, so
 memory holds one batch's activations, not the set's), and the loop's Adam and cosine schedule
 over ``iterations`` make the same updates. The CMI term (the loop's) is then the CMI of the whole
-recovered set under the proxy pool, every iteration. After each step the pixels are clipped to
+recovered set under the proxy pool, every iteration (of the shard's images, in a run split by IPC
+index). After each step the pixels are clipped to
 the image range, as SRe2L's clip.
 """
 
@@ -107,12 +108,12 @@ class SRe2L(Method):
     def provide(self, teacher: nn.Module) -> None:
         self.teacher = teacher
 
-    def initial_set(self, real, ipc: int, init, classes=None, indices=None):
+    def initial_set(self, real, ipc: int, generator, classes=None, indices=None):
         """Noise (``method.init``), and a jitter stream for each index within the classes held
         (all ``ipc`` of them, or a shard's ``indices``)."""
         self.indices = list(range(ipc) if indices is None else indices)
         self.gens = {k: runtime.generator(self.seed, f"sre2l/jitter/{k}") for k in self.indices}
-        return super().initial_set(real, ipc, init, classes, indices)
+        return super().initial_set(real, ipc, generator, classes, indices)
 
     def state_dict(self) -> dict:
         return {"jitter_streams": {k: g.get_state() for k, g in self.gens.items()}}
