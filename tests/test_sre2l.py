@@ -188,8 +188,14 @@ def test_the_students_recipe_is_the_benchmarks():
     """CIFAR: SRe2L's small-dataset recipe; ImageNet: FKD's; eval=kd without SRe2L: ImageNet's."""
     cifar = compose_config(["experiment=cpu_cifar10", "method=sre2l"])
     relabel_cfg = cifar.method.algorithm.relabel
-    assert (cifar.eval.epochs, cifar.eval.temperature, relabel_cfg.epochs) == (400, 30.0, 400)
     assert (relabel_cfg.padding, relabel_cfg.mix, relabel_cfg.mix_alpha) == (4, "mixup", 0.8)
+    reference = compose_config(["method=sre2l", "dataset=cifar10"])
+    settings = reference.method.settings.cifar10
+    assert (settings.relabel_batch, settings.student_epochs) == (128, 400)
+    # the CPU preset: 100 images in batches of 10 for 1,600 epochs, the reference's 16,000 steps
+    steps = cifar.eval.epochs * (100 // relabel_cfg.batch_size)
+    assert (cifar.eval.temperature, relabel_cfg.epochs, steps) == (30.0, cifar.eval.epochs, 16_000)
+    assert cifar.eval.hard.epochs == 400
     imagenet = compose_config(["experiment=paper", "method=sre2l", "dataset=imagenet", "eval=kd"])
     relabel_cfg = imagenet.method.algorithm.relabel
     assert (imagenet.eval.epochs, imagenet.eval.temperature) == (300, 20.0)
